@@ -57,7 +57,11 @@ def test_reuse_takes_inputs_and_noise_of_pretraining_sequences():
     assert torch.equal(ft.X, pre.X[:90]) and torch.equal(ft.xi, pre.xi[:90])
     # the targets use the fine-tuning teacher: z*' = z* + χ*χ*ᵀ − q0 I
     chi = ft.chi_star
-    expected = pre.z_star[:90] + chi[:, :, None] * chi[:, None, :] - teacher.q0 * torch.eye(2, dtype=torch.float64)
+    expected = (
+        pre.z_star[:90]
+        + chi[:, :, None] * chi[:, None, :]
+        - teacher.q0 * torch.eye(2, dtype=torch.float64)
+    )
     assert torch.allclose(ft.z_star, expected, atol=1e-10)
     fresh = finetune_set(teacher, params.replace(reuse=False), 90, g["finetune"])
     assert not torch.equal(fresh.X, pre.X[:90])

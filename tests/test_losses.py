@@ -20,7 +20,10 @@ def _directional_check(f, x, n_dirs=3, h=1e-5):
         with torch.no_grad():
             fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
         exact = (g * v).sum()
-        assert abs(float(fd - exact)) <= 1e-6 * max(1.0, abs(float(exact))), (float(fd), float(exact))
+        assert abs(float(fd - exact)) <= 1e-6 * max(1.0, abs(float(exact))), (
+            float(fd),
+            float(exact),
+        )
 
 
 @pytest.mark.parametrize("act,centering", CASES)

@@ -58,6 +58,9 @@ def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
     out = []
     for ext in ("pdf", "png"):
         target = stem.with_suffix(f".{ext}")
-        out.append(_atomic(target, lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=150,
-                                                                  bbox_inches="tight")))
+        out.append(
+            _atomic(
+                target, lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=150, bbox_inches="tight")
+            )
+        )
     return out

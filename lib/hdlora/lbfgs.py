@@ -116,8 +116,14 @@ def minimize(
     f_final = closure()
     converged = last["g"] <= gtol
     if not converged:
-        log.warning("%s did not converge: %s (max|grad| = %.2e > gtol = %.1e after %d iterations)",
-                    desc, message, last["g"], gtol, n_iter)
+        log.warning(
+            "%s did not converge: %s (max|grad| = %.2e > gtol = %.1e after %d iterations)",
+            desc,
+            message,
+            last["g"],
+            gtol,
+            n_iter,
+        )
     return FitResult(
         x=x.detach(),
         objective=float(f_final.detach()),

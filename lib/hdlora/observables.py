@@ -29,7 +29,8 @@ class Observables:
       ``ft_train_error`` ℒ'/N', ``forgetting_error`` ℰ'' (eq. 84), ``overlap``
       o_w = |ŵᵀw*|/(‖ŵ‖‖w*‖).
     Order parameters (eqs. (8)–(9)): ``Q0``, ``Q``, ``M`` (pre-training), ``q0``, ``q``, ``m``
-      (fine-tuning; ``m`` ≥ 0 by the w → −w symmetry), ``V``, ``v`` (inverse curvatures; theory only).
+      (fine-tuning; ``m`` ≥ 0 by the w → −w symmetry), ``V``, ``v`` (inverse curvatures;
+      theory only).
     Metadata: ``params``, ``source``, ``D`` (simulation) or ``n_mc`` (theory), ``seed``,
       ``converged``, ``wall_time`` (s), and ``info`` (solver diagnostics, flat scalars).
 

@@ -70,9 +70,7 @@ class Params:
     reuse: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.T, bool) or not isinstance(self.T, int | float) or self.T != int(
-            self.T
-        ):
+        if isinstance(self.T, bool) or not isinstance(self.T, int | float) or self.T != int(self.T):
             raise ValueError(f"T must be an integer >= 2, got T={self.T!r}")
         object.__setattr__(self, "T", int(self.T))
         if self.T < 2:

@@ -158,8 +158,13 @@ class Experiment:
         best.n_evals = sum(f.n_evals for f in fits)
         best.wall_time = sum(f.wall_time for f in fits)
         spread = max(f.objective for f in fits) - best.objective
-        log.info("%s: best objective %.10g over %d starts (spread %.3g)", stage,
-                 best.objective, len(fits), spread)
+        log.info(
+            "%s: best objective %.10g over %d starts (spread %.3g)",
+            stage,
+            best.objective,
+            len(fits),
+            spread,
+        )
         return best
 
     # ------------------------------------------------------------------ the two stages
@@ -333,11 +338,13 @@ def simulate(
     ``w0``). ``converged`` is False if either L-BFGS stage did not reach ``gtol``.
     """
     t0 = time.perf_counter()
-    exp = Experiment(params, D, seed, n_test=n_test, centering=centering, device=device,
-                     dtype=dtype)
+    exp = Experiment(
+        params, D, seed, n_test=n_test, centering=centering, device=device, dtype=dtype
+    )
     fit_pre = exp.pretrain(W0=W0, n_init=n_init, gtol=gtol, max_iter=max_iter, progress=progress)
-    fit_ft = exp.finetune(fit_pre.x, w0=w0, n_init=n_init, gtol=gtol, max_iter=max_iter,
-                          progress=progress)
+    fit_ft = exp.finetune(
+        fit_pre.x, w0=w0, n_init=n_init, gtol=gtol, max_iter=max_iter, progress=progress
+    )
     obs = exp.observables(fit_pre.x, fit_ft.x, {"pretrain": fit_pre, "finetune": fit_ft})
     obs.wall_time = time.perf_counter() - t0
     if return_weights:
