@@ -279,16 +279,33 @@ class Experiment:
         fits: dict[str, FitResult] | None = None,
         wall_time: float = math.nan,
     ) -> Observables:
-        """The :class:`Observables` record (source = "simulation") of trained weights."""
+        """The :class:`Observables` record (source = "simulation") of trained weights.
+
+        ``w_hat=None`` measures the pre-training only (fine-tuning fields NaN)."""
+        pre_only = w_hat is None
+        if pre_only:
+            w_hat = torch.zeros(self.D, device=self.device, dtype=self.dtype)
         op = self.order_parameters(W_hat, w_hat)
         err = self.errors(W_hat, w_hat)
+        if pre_only:
+            for key in (
+                "ft_test_error",
+                "ft_train_error",
+                "forgetting_error",
+                "ft_test_error_se",
+                "forgetting_error_se",
+                "q",
+                "m",
+            ):
+                err.pop(key, None)
+                op.pop(key, None)
         info = {
             "n_test": self.n_test,
             "centering": self.centering,
             "device": str(self.device),
             "test_error_se": err.pop("test_error_se"),
-            "ft_test_error_se": err.pop("ft_test_error_se"),
-            "forgetting_error_se": err.pop("forgetting_error_se"),
+            "ft_test_error_se": err.pop("ft_test_error_se", math.nan),
+            "forgetting_error_se": err.pop("forgetting_error_se", math.nan),
         }
         converged = True
         for stage, fit in (fits or {}).items():
@@ -298,8 +315,8 @@ class Experiment:
             info[f"{stage}_n_iter"] = fit.n_iter
             info[f"{stage}_n_evals"] = fit.n_evals
             info[f"{stage}_converged"] = fit.converged
-        q, q0 = op["q"], op["q0"]
-        overlap = abs(op["m"]) / math.sqrt(q * q0) if q > 0 else 0.0
+        q, q0 = op.get("q", math.nan), op["q0"]
+        overlap = abs(op["m"]) / math.sqrt(q * q0) if q > 0 else (math.nan if pre_only else 0.0)
         return Observables(
             params=self.params,
             source="simulation",
@@ -330,12 +347,14 @@ def simulate(
     max_iter: int = 20000,
     progress: bool | None = None,
     return_weights: bool = False,
+    finetune: bool = True,
 ) -> Observables | tuple[Observables, Weights]:
     """Pre-train then fine-tune at dimension D and measure everything (App. D).
 
     Returns the :class:`Observables` (source = "simulation"); with ``return_weights=True``
     also the trained :class:`Weights` (to warm-start the next point of a sweep with ``W0``,
     ``w0``). ``converged`` is False if either L-BFGS stage did not reach ``gtol``.
+    ``finetune=False`` stops after the pre-training: the fine-tuning fields are then NaN.
     """
     t0 = time.perf_counter()
     exp = Experiment(

@@ -1,0 +1,135 @@
+r"""A fixed-point iterator, kept apart from the update maps of the state evolutions.
+
+Solves x = G(x) for a deterministic map G on R^k (the state evolutions use one fixed set of
+Monte-Carlo samples per solve, so G is deterministic and can be accelerated). Anderson mixing
+(type II, memory m) with damping β:
+
+    f_k = G(x_k) − x_k,   γ = argmin ‖f_k − ΔF γ‖,   x_{k+1} = x_k + β f_k − (ΔX + β ΔF) γ,
+
+safeguarded: a proposal outside the domain (``project`` returns None) resets the memory and
+falls back to the damped step x_k + β f_k; a point where G raises :class:`OutOfDomain` is
+replaced by the midpoint towards the last good iterate.
+
+Convergence: max_i |f_i| / max(1, |x_i|) ≤ ``tol``. The result says whether it converged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from hdlora.progress import progress_enabled
+
+log = logging.getLogger(__name__)
+
+
+class OutOfDomain(ValueError):
+    """Raised by a map G at a point where it is not defined (the iterator then backtracks)."""
+
+
+@dataclass
+class FixedPointResult:
+    """``x`` the last iterate, ``converged``, ``n_iter`` map evaluations, ``residual`` the final
+    scaled residual, ``message``, ``history`` of (x, residual) per iteration."""
+
+    x: np.ndarray
+    converged: bool
+    n_iter: int
+    residual: float
+    message: str
+    history: list = field(default_factory=list)
+
+
+def _scaled(f, x):
+    return float(np.max(np.abs(f) / np.maximum(1.0, np.abs(x))))
+
+
+def solve(
+    G: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+    memory: int = 4,
+    damping: float = 0.5,
+    project: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    progress: bool | None = None,
+    desc: str = "fixed point",
+) -> FixedPointResult:
+    """Anderson-accelerated damped iteration of x ↦ G(x) from x0 (see module docstring)."""
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got tol={tol!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got max_iter={max_iter!r}")
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must be in (0, 1], got damping={damping!r}")
+    project = project or (lambda y: y)
+    x = np.asarray(x0, dtype=float).copy()
+    dX, dF = [], []
+    x_prev = f_prev = None
+    history = []
+    res = np.inf
+    message = "max_iter reached"
+    bar = tqdm(total=max_iter, desc=desc, disable=not progress_enabled(progress), leave=False)
+    try:
+        for it in range(1, max_iter + 1):
+            try:
+                gx = np.asarray(G(x), dtype=float)
+            except OutOfDomain as err:
+                bar.update(1)
+                history.append((x.copy(), np.inf))
+                if x_prev is None:
+                    message = f"map undefined at the starting point: {err}"
+                    break
+                log.debug("%s: %s; backtracking", desc, err)
+                dX.clear()
+                dF.clear()
+                x = x_prev + 0.5 * (x - x_prev)  # halfway back to the last good point
+                continue
+            f = gx - x
+            res_new = _scaled(f, x)
+            history.append((x.copy(), res_new))
+            bar.update(1)
+            bar.set_postfix(residual=f"{res_new:.1e}", refresh=False)
+            if not np.all(np.isfinite(gx)):
+                message = "non-finite value of the map"
+                res = np.inf
+                break
+            res = res_new
+            if res <= tol:
+                message = "tolerance reached"
+                return FixedPointResult(x, True, it, res, message, history)
+            if f_prev is not None:
+                dX.append(x - x_prev)
+                dF.append(f - f_prev)
+                if len(dX) > memory:
+                    dX.pop(0)
+                    dF.pop(0)
+            x_prev, f_prev = x.copy(), f.copy()
+            proposal = None
+            if dX:
+                DX, DF = np.array(dX).T, np.array(dF).T
+                gamma, *_ = np.linalg.lstsq(DF, f, rcond=None)
+                proposal = project(x + damping * f - (DX + damping * DF) @ gamma)
+                if proposal is not None and not np.all(np.isfinite(proposal)):
+                    proposal = None
+            if proposal is None:
+                dX.clear()
+                dF.clear()
+                proposal = project(x + damping * f)
+                step = damping
+                while proposal is None and step > 1e-6:
+                    step /= 2
+                    proposal = project(x + step * f)
+                if proposal is None:
+                    message = "no admissible step"
+                    break
+            x = np.asarray(proposal, dtype=float)
+    finally:
+        bar.close()
+    log.warning("%s did not converge: %s (residual %.2e > tol %.1e)", desc, message, res, tol)
+    return FixedPointResult(x, False, len(history), res, message, history)

@@ -1,0 +1,384 @@
+r"""State evolution of the pre-training (Result 4, App. A.3, eqs. (46)–(55)).
+
+The fixed point is sought in x = (Q, M, V). One evaluation of the map x ↦ G(x):
+
+1. output channel, eqs. (46)–(51): with A0 = Q0 + Δ/2, B = Q − M²/A0, s_ab = 1 + δ_ab and
+   fixed standard Gaussians g_ab, ζ_ab (one set per solve: common random numbers),
+       z*_ab = √(s A0) g_ab,   z̃_ab = √s (M/√A0 g_ab + √B ζ_ab),   h = Prox(z*, z̃),
+       M̂ = (2α/V) E Σ_{a≤b} (h − z̃)_ab/√s (g/√A0 − M ζ/(A0 √B)),
+       Q̂ = (2α/V²) E Σ (h − z̃)²/s,     V̂ = −(2α/(V√B)) E Σ (h − z̃)/√s ζ;
+2. input channel, eqs. (48), (52)–(54): η = √Q̂/M̂, ε = 2√κ λ/M̂,
+       Q = M̂²/V̂² J,   V = J1/(2 V̂ η),   M = M̂/(2V̂) (2J − η J1 − ε J2).
+
+Errors (Result 3): the test error (55) E‖σ(z̃) − σ(z*)‖²_F ((z*, z̃) ~ 𝒬 is the test law) and the
+train error E‖σ(h) − σ(z*)‖²_F (law ℛ, eq. 17), with Monte-Carlo standard errors.
+
+λ = ∞ is the no-pre-training baseline: Q = M = V = 0 and the zero predictor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hdlora import spectral
+from hdlora.activations import activation as activation_fn
+from hdlora.fixed_point import OutOfDomain, solve
+from hdlora.observables import Observables
+from hdlora.params import Params
+from hdlora.prox import ProxResult, loss_terms, pretrain_prox
+from hdlora.symmetric import multiplicity, n_entries, to_matrix
+from hdlora.theory.replicon import pretrain_replicon
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainSamples:
+    """Common random numbers of one solve: g, ζ standard Gaussians of shape (n_mc, L)."""
+
+    g: np.ndarray
+    zeta: np.ndarray
+
+    @classmethod
+    def draw(cls, n_mc: int, T: int, seed: int) -> PretrainSamples:
+        if isinstance(n_mc, bool) or int(n_mc) != n_mc or n_mc < 2:
+            raise ValueError(f"n_mc must be an integer >= 2, got n_mc={n_mc!r}")
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
+        L = n_entries(T)
+        return cls(rng.standard_normal((int(n_mc), L)), rng.standard_normal((int(n_mc), L)))
+
+
+@dataclass
+class OutputChannel:
+    """Everything the output channel computes at one (Q, M, V)."""
+
+    M_hat: float
+    Q_hat: float
+    V_hat: float
+    z_star: np.ndarray
+    z_tilde: np.ndarray
+    prox: object  # hdlora.prox.ProxResult
+
+
+def channel_fields(Q, M, Q0, Delta, samples: PretrainSamples, T):
+    """(z*, z̃) of eq. (47), shape (n_mc, L) each; also √B."""
+    s = multiplicity(T)
+    A0 = Q0 + Delta / 2
+    B = max(Q - M * M / A0, 0.0)
+    z_star = np.sqrt(s * A0) * samples.g
+    z_tilde = np.sqrt(s) * (M / math.sqrt(A0) * samples.g + math.sqrt(B) * samples.zeta)
+    return z_star, z_tilde, math.sqrt(B)
+
+
+def output_channel(
+    Q, M, V, Q0, params: Params, samples: PretrainSamples, warm=None, starts=("z_tilde", "z_star")
+) -> OutputChannel:
+    """M̂, Q̂, V̂ of eqs. (49)–(51) at (Q, M, V)."""
+    T, alpha = params.T, params.alpha
+    s = multiplicity(T)
+    A0 = Q0 + params.Delta / 2
+    z_star, z_tilde, sqB = channel_fields(Q, M, Q0, params.Delta, samples, T)
+    prox = pretrain_prox(z_star, z_tilde, V, T, params.activation, warm=warm, starts=starts)
+    d = (prox.h - z_tilde) / np.sqrt(s)  # (h − z̃)/√s
+    Q_hat = 2 * alpha / V**2 * (d * d).sum(axis=1).mean()
+    if sqB > 0:
+        M_hat = (
+            2
+            * alpha
+            / V
+            * (d * (samples.g / math.sqrt(A0) - M / (A0 * sqB) * samples.zeta)).sum(axis=1).mean()
+        )
+        V_hat = -2 * alpha / (V * sqB) * (d * samples.zeta).sum(axis=1).mean()
+    else:  # B = 0: the limit B ↓ 0 of (49), (51) is not implemented
+        raise OutOfDomain("B = Q − M²/A0 = 0: the output channel needs B > 0")
+    return OutputChannel(M_hat, Q_hat, V_hat, z_star, z_tilde, prox)
+
+
+def output_channel_at_origin(Q0, params: Params, samples: PretrainSamples) -> OutputChannel:
+    r"""The limit of eqs. (49)–(51) as (Q, M, V) → 0 (the zero predictor, Ŵ = 0).
+
+    As V → 0, h − z̃ = −V s ∇f(z̃) + O(V²) with f = ‖σ(h) − σ(z*)‖²_F, and z̃ → 0, so
+    M̂ → −(2α/√A0) E Σ √s ∂f(0) g,  Q̂ → 2α E Σ s (∂f(0))²,  V̂ → 2α E Σ s ∂²f(0)
+    (derivatives in the entries a ≤ b at h = 0; V̂ by Stein's lemma on the ζ term).
+    """
+    s = multiplicity(params.T)
+    A0 = Q0 + params.Delta / 2
+    z_star, _, _ = channel_fields(0.0, 0.0, Q0, params.Delta, samples, params.T)
+    zero = np.zeros_like(z_star)
+    _, grad, hess = loss_terms(zero, z_star, params.T, params.activation)
+    a = 2 * params.alpha
+    M_hat = -a / math.sqrt(A0) * (np.sqrt(s) * grad * samples.g).sum(axis=1).mean()
+    Q_hat = a * (s * grad * grad).sum(axis=1).mean()
+    V_hat = a * (s * np.diagonal(hess, axis1=1, axis2=2)).sum(axis=1).mean()
+    prox = ProxResult(zero, hess + np.inf, np.zeros(len(zero)), np.zeros(len(zero)), 0, 0, 0)
+    return OutputChannel(float(M_hat), float(Q_hat), float(V_hat), z_star, zero, prox)
+
+
+def threshold_lambda(params: Params, samples: PretrainSamples) -> float:
+    r"""λ_c above which Ŵ = 0 is a fixed point: ε(0) = 2√κλ/M̂(0) ≥ the upper edge of
+    μ_{η(0)}, with the conjugates of :func:`output_channel_at_origin`."""
+    oc = output_channel_at_origin(params.Q0, params, samples)
+    eta = math.sqrt(oc.Q_hat) / oc.M_hat
+    edge = spectral.support(eta, params.kappa0)[-1][1]
+    return oc.M_hat * edge / (2 * math.sqrt(params.kappa))
+
+
+def input_channel(M_hat, Q_hat, V_hat, params: Params) -> tuple[float, float, float]:
+    """(Q, M, V) of eqs. (52)–(54) from the conjugates."""
+    if not (M_hat > 0 and Q_hat > 0 and V_hat > 0):
+        raise OutOfDomain(f"conjugates must be > 0, got M̂={M_hat}, Q̂={Q_hat}, V̂={V_hat}")
+    eta = math.sqrt(Q_hat) / M_hat
+    eps = 2 * math.sqrt(params.kappa) * params.lam / M_hat
+    J, J1, J2 = spectral.J(eta, eps, params.kappa0)
+    Q = M_hat**2 / V_hat**2 * J
+    V = J1 / (2 * V_hat * eta)
+    M = M_hat / (2 * V_hat) * (2 * J - eta * J1 - eps * J2)
+    return Q, M, V
+
+
+def errors(z_star, z, params: Params):
+    """Per-sample ‖σ(z) − σ(z*)‖²_F for entries (n, L) of z*, z: mean and standard error."""
+    sigma = activation_fn(params.activation)
+    T = params.T
+    e = ((sigma(to_matrix(z, T)) - sigma(to_matrix(z_star, T))) ** 2).sum(axis=(-1, -2))
+    return float(e.mean()), float(e.std(ddof=1) / math.sqrt(len(e)))
+
+
+@dataclass
+class PretrainResult:
+    """Fixed point of the pre-training state evolution and its errors (Result 3–4)."""
+
+    params: Params
+    Q0: float
+    Q: float
+    M: float
+    V: float
+    Q_hat: float
+    M_hat: float
+    V_hat: float
+    test_error: float
+    test_error_se: float
+    train_error: float
+    train_error_se: float
+    replicon: float
+    replicon_stable: bool
+    converged: bool
+    n_iter: int
+    residual: float
+    n_mc: int
+    seed: int
+    wall_time: float
+    info: dict = field(default_factory=dict)
+
+    def observables(self) -> Observables:
+        """The pre-training fields of an :class:`Observables` record (source = "theory")."""
+        info = dict(self.info)
+        info.update(
+            test_error_se=self.test_error_se,
+            train_error_se=self.train_error_se,
+            replicon=self.replicon,
+            replicon_stable=self.replicon_stable,
+            Q_hat=self.Q_hat,
+            M_hat=self.M_hat,
+            V_hat=self.V_hat,
+            n_iter=self.n_iter,
+            residual=self.residual,
+        )
+        return Observables(
+            params=self.params,
+            source="theory",
+            test_error=self.test_error,
+            train_error=self.train_error,
+            Q0=self.Q0,
+            Q=self.Q,
+            M=self.M,
+            V=self.V,
+            n_mc=self.n_mc,
+            seed=self.seed,
+            converged=self.converged,
+            wall_time=self.wall_time,
+            info=info,
+        )
+
+
+def _zero_predictor(params, samples, n_mc, seed, t0, oc=None, message="") -> PretrainResult:
+    """The fixed point Q = M = V = 0 (λ = ∞, or λ ≥ λ_c where Ŵ = 0 is a fixed point)."""
+    Q0 = params.Q0
+    z_star, _, _ = channel_fields(0.0, 0.0, Q0, params.Delta, samples, params.T)
+    E, se = errors(z_star, np.zeros_like(z_star), params)
+    hats = (oc.Q_hat, oc.M_hat, oc.V_hat) if oc is not None else (math.nan,) * 3
+    return PretrainResult(
+        params,
+        Q0,
+        0.0,
+        0.0,
+        0.0,
+        *hats,
+        E,
+        se,
+        E,
+        se,
+        0.0,
+        True,
+        True,
+        0,
+        0.0,
+        n_mc,
+        seed,
+        time.perf_counter() - t0,
+        {"message": message},
+    )
+
+
+class _ReachedZero(Exception):
+    """The input channel returned J = 0: the iteration lands on the zero predictor."""
+
+
+def pretrain_observables(params: Params, n_mc: int = 30000, seed: int = 0, **kwargs):
+    """:func:`pretrain` as an :class:`Observables` record (source = "theory")."""
+    return pretrain(params, n_mc, seed, **kwargs).observables()
+
+
+def pretrain(
+    params: Params,
+    n_mc: int = 30000,
+    seed: int = 0,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+    x0: tuple[float, float, float] | None = None,
+    damping: float = 0.5,
+    progress: bool | None = None,
+) -> PretrainResult:
+    r"""Solve the pre-training state evolution, eqs. (46)–(54), and evaluate E, L, replicon.
+
+    Parameters
+    ----------
+    params : the model (uses T, κ0, κ, Δ, α, λ, σ).
+    n_mc : Monte-Carlo samples of the output channel (common random numbers).
+    seed : seed of the Monte-Carlo samples.
+    tol : tolerance on max |G(x) − x|/max(1, |x|) for x = (Q, M, V).
+    max_iter : iteration budget of the (Anderson-accelerated) fixed point.
+    x0 : initial (Q, M, V).
+
+    Above λ_c (:func:`threshold_lambda`) the zero predictor Ŵ = 0 is a fixed point; when the
+    iteration reaches it, the result is Q = M = V = 0 with ``info["message"]`` saying so.
+    ``info["lambda_c"]`` is reported in every case.
+    """
+    t0 = time.perf_counter()
+    samples = PretrainSamples.draw(n_mc, params.T, seed)
+    if math.isinf(params.lam):
+        return _zero_predictor(params, samples, n_mc, seed, t0, message="lam = inf: W = 0")
+    Q0 = params.Q0
+    A0 = Q0 + params.Delta / 2
+    origin = output_channel_at_origin(Q0, params, samples)
+    eta0 = math.sqrt(origin.Q_hat) / origin.M_hat
+    lam_c = (
+        origin.M_hat * spectral.support(eta0, params.kappa0)[-1][1] / (2 * math.sqrt(params.kappa))
+    )
+    cache: dict = {"h": None}
+
+    def G(x):
+        Q, M, V = x
+        warm = cache["h"]
+        oc = output_channel(
+            Q,
+            M,
+            V,
+            Q0,
+            params,
+            samples,
+            warm=warm,
+            starts=("z_tilde", "z_star") if warm is None else (),
+        )
+        cache["h"] = oc.prox.h
+        out = np.array(input_channel(oc.M_hat, oc.Q_hat, oc.V_hat, params))
+        if not out.any() and params.lam >= lam_c:
+            raise _ReachedZero
+        return out
+
+    def project(x):
+        Q, M, V = x
+        if not (Q > 0 and V > 0 and M * M < Q * A0):
+            return None
+        return x
+
+    x = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
+    if project(x) is None:
+        raise ValueError(f"x0 = (Q, M, V) must satisfy Q > 0, V > 0, M² < Q A0; got {tuple(x)}")
+    n_iter = 0
+    for _round in range(4):
+        try:
+            fp = solve(
+                G,
+                x,
+                tol=tol,
+                max_iter=max_iter - n_iter,
+                damping=damping,
+                project=project,
+                progress=progress,
+                desc=f"pretrain SE lam={params.lam:g}",
+            )
+        except _ReachedZero:
+            return _zero_predictor(
+                params,
+                samples,
+                n_mc,
+                seed,
+                t0,
+                origin,
+                f"zero predictor: lam = {params.lam:g} >= lam_c = {lam_c:.6g}",
+            )
+        n_iter += fp.n_iter
+        x = fp.x
+        # final evaluation at the returned point from every start (warm, z̃, z*): the proximal is
+        # the best maximiser, and the conjugates belong to the returned (Q, M, V)
+        oc = output_channel(*x, Q0, params, samples, warm=cache["h"])
+        changed = np.abs(oc.prox.h - cache["h"]).max()
+        cache["h"] = oc.prox.h
+        if not fp.converged or changed < 1e-8 or n_iter >= max_iter:
+            break
+        log.info(
+            "pretrain: a better proximal found by another start (change %.2e); resolving", changed
+        )
+    Q, M, V = x
+    E, E_se = errors(oc.z_star, oc.z_tilde, params)
+    L, L_se = errors(oc.z_star, oc.prox.h, params)
+    rep = pretrain_replicon(params, V, oc.M_hat, oc.Q_hat, oc.V_hat, oc.prox.hessian)
+    info = {
+        "prox_failed": oc.prox.n_failed,
+        "prox_disagree": oc.prox.n_disagree,
+        "message": fp.message,
+        "lambda_c": lam_c,
+        "replicon_paper_normalisation": rep.paper_value,
+    }
+    if oc.prox.n_failed:
+        log.warning("pretrain: %d proximal samples did not reach tolerance", oc.prox.n_failed)
+    return PretrainResult(
+        params,
+        Q0,
+        Q,
+        M,
+        V,
+        oc.Q_hat,
+        oc.M_hat,
+        oc.V_hat,
+        E,
+        E_se,
+        L,
+        L_se,
+        rep.value,
+        rep.stable,
+        fp.converged and oc.prox.n_failed == 0,
+        n_iter,
+        fp.residual,
+        int(n_mc),
+        int(seed),
+        time.perf_counter() - t0,
+        info,
+    )

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from hdlora.activations import softmax_rows
+from hdlora.prox import _softmax_terms, pretrain_prox
+from hdlora.symmetric import multiplicity, to_matrix
+
+T, L = 3, 6
+
+
+def _samples(n, seed=0):
+    rng = np.random.default_rng(seed)
+    s = multiplicity(T)
+    zs = rng.standard_normal((n, L)) * np.sqrt(s * 2.25)
+    zt = 0.5 * zs + rng.standard_normal((n, L)) * np.sqrt(s * 0.4)
+    return zs, zt
+
+
+def _F(h, zs, zt, V):
+    s = multiplicity(T)
+    diff = softmax_rows(to_matrix(h[None], T)) - softmax_rows(to_matrix(zs[None], T))
+    return float((diff**2).sum() + ((zt - h) ** 2 / (2 * V * s)).sum())
+
+
+def test_softmax_derivatives_against_finite_differences():
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((4, L))
+    Y = rng.dirichlet(np.ones(T), size=(4, T))
+    f, g, H = _softmax_terms(h, Y, T)
+    e = 1e-6
+    for k in range(L):
+        hp, hm = h.copy(), h.copy()
+        hp[:, k] += e
+        hm[:, k] -= e
+        fp, gp, _ = _softmax_terms(hp, Y, T)
+        fm, gm, _ = _softmax_terms(hm, Y, T)
+        assert np.allclose((fp - fm) / (2 * e), g[:, k], atol=1e-8)
+        assert np.allclose((gp - gm) / (2 * e), H[:, :, k], atol=1e-7)
+
+
+@pytest.mark.parametrize("V", [0.05, 1.0, 20.0])
+def test_softmax_prox_is_stationary_and_the_best_of_many_starts(V):
+    zs, zt = _samples(2000, seed=1)
+    r = pretrain_prox(zs, zt, V, T)
+    assert r.n_failed == 0 and r.grad_max.max() <= 1e-10
+    assert np.all(np.linalg.eigvalsh(r.hessian) > 0)  # a local minimum of F = −Ψ
+    rng = np.random.default_rng(2)
+    for i in range(8):  # a few samples against scipy from many random starts
+        best = min(
+            (
+                minimize(
+                    _F,
+                    zt[i] + 3 * rng.standard_normal(L),
+                    args=(zs[i], zt[i], V),
+                    method="BFGS",
+                    options={"gtol": 1e-10},
+                )
+                for _ in range(10)
+            ),
+            key=lambda res: res.fun,
+        )
+        assert r.objective[i] <= best.fun + 1e-9
+
+
+def test_limits_of_section_3_1():
+    zs, zt = _samples(500, seed=4)
+    # V → 0: Prox = z̃ (test-like)
+    r = pretrain_prox(zs, zt, 1e-7, T)
+    assert np.abs(r.h - zt).max() < 1e-5
+    # V → ∞: the data are fit, σ(Prox) → σ(z*) (slowly where softmax rows saturate)
+    errs = []
+    for V in (1e3, 1e5, 1e7):
+        r = pretrain_prox(zs, zt, V, T)
+        fit = softmax_rows(to_matrix(r.h, T)) - softmax_rows(to_matrix(zs, T))
+        errs.append((fit**2).sum(axis=(1, 2)).mean())
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-8
+
+
+def test_linear_prox_is_explicit_and_matches_newton():
+    zs, zt = _samples(300, seed=5)
+    V = 0.7
+    r = pretrain_prox(zs, zt, V, T, activation="linear")
+    expected = (zs / T**2 + zt / (4 * V)) / (1 / T**2 + 1 / (4 * V))  # App. C
+    assert np.allclose(r.h, expected, atol=1e-12)
+    # z − z* = (z̃ − z*)/(1 + 4V/T²): the exponent is 1 (App. C prints 2)
+    assert np.allclose(r.h - zs, (zt - zs) / (1 + 4 * V / T**2), atol=1e-12)
+
+
+def test_bad_V_is_rejected():
+    zs, zt = _samples(3)
+    with pytest.raises(ValueError, match="V"):
+        pretrain_prox(zs, zt, 0.0, T)

@@ -1,0 +1,77 @@
+import math
+
+import numpy as np
+import pytest
+
+from hdlora import Params
+from hdlora.symmetric import multiplicity
+from hdlora.theory import pretrain
+from hdlora.theory.pretrain import PretrainSamples, output_channel_at_origin, threshold_lambda
+
+SOFT = Params(T=3, kappa0=1, kappa=1, Delta=0.5, alpha=0.1, lam=0.1)
+LIN = SOFT.replace(activation="linear", lam=0.3)
+
+
+def test_linear_fixed_point_is_converged_and_stable():
+    r = pretrain(LIN, n_mc=4000, seed=0, progress=False)
+    assert r.converged and r.n_iter < 40
+    assert 0 < r.M and r.M**2 < r.Q * (r.Q0 + LIN.Delta / 2)
+    assert r.train_error < r.test_error
+    assert r.replicon_stable and 0 < r.replicon < 1  # a convex problem is RS-stable
+
+
+def test_same_seed_same_numbers():
+    a = pretrain(LIN, n_mc=2000, seed=3, progress=False)
+    b = pretrain(LIN, n_mc=2000, seed=3, progress=False)
+    c = pretrain(LIN, n_mc=2000, seed=4, progress=False)
+    assert (a.Q, a.M, a.V, a.test_error) == (b.Q, b.M, b.V, b.test_error)
+    assert a.test_error != c.test_error
+
+
+def test_infinite_lambda_is_the_zero_predictor():
+    r = pretrain(SOFT.replace(lam=math.inf), n_mc=20000, seed=0, progress=False)
+    assert (r.Q, r.M, r.V) == (0.0, 0.0, 0.0) and r.converged
+    # error of σ(0) = uniform attention against σ(z*), by an independent Monte Carlo
+    rng = np.random.default_rng(1)
+    T = SOFT.T
+    A0 = SOFT.Q0 + SOFT.Delta / 2
+    z = rng.standard_normal((200000, T, T)) * np.sqrt(A0 / 2)
+    z = z + np.swapaxes(z, 1, 2)  # symmetric, variance (1 + δ_ab) A0
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    expected = ((p - 1 / T) ** 2).sum(axis=(1, 2)).mean()
+    assert r.test_error == pytest.approx(expected, abs=4 * r.test_error_se)
+
+
+def test_above_lambda_c_the_zero_predictor_is_reached():
+    samples = PretrainSamples.draw(20000, SOFT.T, 0)
+    lam_c = threshold_lambda(SOFT, samples)
+    above = pretrain(SOFT.replace(lam=1.5 * lam_c), n_mc=20000, seed=0, progress=False)
+    assert above.Q == 0 and "zero predictor" in above.info["message"]
+    below = pretrain(SOFT.replace(lam=0.3), n_mc=20000, seed=0, progress=False)
+    assert below.Q > 0 and below.info["lambda_c"] == pytest.approx(lam_c)
+
+
+def test_origin_conjugates_are_the_small_V_limit():
+    """The closed forms at (Q, M, V) → 0 agree with the output channel at small (Q, M, V)."""
+    from hdlora.theory.pretrain import output_channel
+
+    samples = PretrainSamples.draw(20000, SOFT.T, 1)
+    lim = output_channel_at_origin(SOFT.Q0, SOFT, samples)
+    small = output_channel(1e-8, 1e-9, 1e-6, SOFT.Q0, SOFT, samples)
+    assert small.M_hat == pytest.approx(lim.M_hat, rel=1e-3)
+    assert small.Q_hat == pytest.approx(lim.Q_hat, rel=1e-3)
+    # V̂ of eq. (51) is a Stein estimator whose noise grows like 1/√B; its noise-free Stein form
+    # (2α/V) E Tr(I − (I + V S ∇²f)⁻¹), from the proximal's Hessian, tends to the closed form
+    s = multiplicity(SOFT.T)
+    V = 1e-6
+    hess_f = small.prox.hessian - np.diag(1 / (V * s))
+    A = np.eye(len(s)) + V * s[:, None] * hess_f
+    stein = 2 * SOFT.alpha / V * np.trace(np.eye(len(s)) - np.linalg.inv(A), axis1=1, axis2=2)
+    assert stein.mean() == pytest.approx(lim.V_hat, rel=1e-3)
+
+
+def test_observables_record():
+    obs = pretrain(LIN, n_mc=2000, progress=False).observables()
+    assert obs.source == "theory" and obs.n_mc == 2000 and np.isfinite(obs.V)
+    assert math.isnan(obs.ft_test_error)
