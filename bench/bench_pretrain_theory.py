@@ -15,12 +15,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.optimize import minimize
 
 from hdlora import Params
-from hdlora.activations import softmax_rows
-from hdlora.prox import _softmax_terms
-from hdlora.symmetric import multiplicity, to_matrix
+from hdlora.reference import pretrain_prox_per_sample
 from hdlora.theory import pretrain
 from hdlora.theory.pretrain import PretrainSamples, channel_fields
 
@@ -42,22 +39,11 @@ def main() -> None:
     )
     print(f"  mean time per fixed-point iteration (incl. final multi-start pass): {per_iter:.3f} s")
 
-    # the per-sample way on a subset of the same samples, at the fixed point
-    T = params.T
-    s = multiplicity(T)
-    samples = PretrainSamples.draw(n_mc, T, 0)
-    zs, zt, _ = channel_fields(r.Q, r.M, r.Q0, params.Delta, samples, T)
-    Y = softmax_rows(to_matrix(zs, T))
-    V = r.V
-
-    def F(h, i):
-        f, g, _ = _softmax_terms(h[None], Y[i : i + 1], T, need_hess=False)
-        d = h - zt[i]
-        return f[0] + (d * d / (2 * V * s)).sum(), g[0] + d / (V * s)
-
+    # the per-sample way on a subset of the same samples, at the fixed point, from one start
+    samples = PretrainSamples.draw(n_mc, params.T, 0)
+    zs, zt, _ = channel_fields(r.Q, r.M, r.Q0, params.Delta, samples, params.T)
     t0 = time.perf_counter()
-    for i in range(N_SUBSET):
-        minimize(F, zt[i], args=(i,), jac=True, method="BFGS", options={"gtol": 1e-10})
+    pretrain_prox_per_sample(zs[:N_SUBSET], zt[:N_SUBSET], r.V, params.T, starts=("z_tilde",))
     t_scipy = (time.perf_counter() - t0) / N_SUBSET * n_mc
     print(
         f"per-sample scipy proximals: {t_scipy:.1f} s per iteration "

@@ -27,9 +27,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from hdlora.activations import softmax_rows
+from hdlora.newton import best_of, minimize_batch
 from hdlora.symmetric import embedding, multiplicity, to_matrix
 
 log = logging.getLogger(__name__)
@@ -100,78 +100,6 @@ def loss_terms(h: np.ndarray, z_star: np.ndarray, T: int, activation: str):
     raise ValueError(f"activation must be 'softmax' or 'linear', got {activation!r}")
 
 
-def _objective(h, Y, zt, V, s, T, need_hess=True):
-    f, g, H = _softmax_terms(h, Y, T, need_hess)
-    d = h - zt
-    f = f + (d * d / (2 * V * s)).sum(axis=-1)
-    g = g + d / (V * s)
-    if H is not None:
-        H = H + np.eye(len(s)) / (V * s)
-    return f, g, H
-
-
-def _newton_step(H, g):
-    """−H⁻¹g where H is positive definite (Cholesky), else with |eigenvalues| (descent)."""
-    Ht, gt = torch.from_numpy(H), torch.from_numpy(g)[..., None]
-    chol, info = torch.linalg.cholesky_ex(Ht)
-    step = -torch.cholesky_solve(gt, chol)[..., 0].numpy()
-    bad = info.numpy() != 0
-    if bad.any():
-        w, Qm = np.linalg.eigh(H[bad])
-        floor = 1e-12 * (1 + np.abs(w).max(axis=-1, keepdims=True))
-        w = np.maximum(np.abs(w), floor)  # flip negative curvature: a descent direction
-        step[bad] = -np.einsum("nij,nj->ni", Qm, np.einsum("nji,nj->ni", Qm, g[bad]) / w)
-    return step
-
-
-def _newton(h, Y, zt, V, s, T, tol, max_iter):
-    tol = tol / min(1.0, V)  # on max|∇F|: see the module docstring
-    return _newton_abs(h, Y, zt, V, s, T, tol, max_iter)
-
-
-def _newton_abs(h, Y, zt, V, s, T, tol, max_iter):
-    """Damped Newton from h on every sample; returns (h, F, ∇F, ∇²F, n_iter).
-
-    A step is accepted on Armijo's condition, or, when F no longer changes within rounding,
-    when it lowers max |∇F| (the last quadratically convergent steps).
-    """
-    h = h.copy()
-    f, g, H = _objective(h, Y, zt, V, s, T)
-    gmax = np.abs(g).max(axis=-1)
-    active = gmax > tol
-    it = 0
-    while active.any() and it < max_iter:
-        it += 1
-        idx = np.nonzero(active)[0]
-        hi, fi, gi, Yi, zi = h[idx], f[idx], g[idx], Y[idx], zt[idx]
-        step = _newton_step(H[idx], gi)
-        slope = (gi * step).sum(axis=-1)
-        t = np.ones(len(idx))
-        todo = np.ones(len(idx), dtype=bool)
-        h_new, f_new, g_new = hi.copy(), fi.copy(), gi.copy()
-        for _ in range(40):
-            k = np.nonzero(todo)[0]
-            h_try = hi[k] + t[k, None] * step[k]
-            f_try, g_try, _ = _objective(h_try, Yi[k], zi[k], V, s, T, need_hess=False)
-            armijo = f_try <= fi[k] + 1e-4 * t[k] * slope[k]
-            flat = (f_try <= fi[k] + 1e-13 * (1 + np.abs(fi[k]))) & (
-                np.abs(g_try).max(axis=-1) < gmax[idx][k]
-            )
-            ok = armijo | flat
-            acc = k[ok]
-            h_new[acc], f_new[acc], g_new[acc] = h_try[ok], f_try[ok], g_try[ok]
-            todo[acc] = False
-            if not todo.any():
-                break
-            t[todo] /= 2
-        h[idx] = h_new
-        f_i, g_i, H_i = _objective(h_new, Yi, zi, V, s, T)
-        f[idx], g[idx], H[idx] = f_i, g_i, H_i
-        gmax[idx] = np.abs(g_i).max(axis=-1)
-        active[idx] = (gmax[idx] > tol) & ~todo  # stop samples whose line search failed
-    return h, f, g, H, it
-
-
 def pretrain_prox(
     z_star: np.ndarray,
     z_tilde: np.ndarray,
@@ -212,28 +140,29 @@ def pretrain_prox(
     if activation != "softmax":
         raise ValueError(f"activation must be 'softmax' or 'linear', got {activation!r}")
     Y = softmax_rows(to_matrix(z_star, T))
+    eye = np.eye(L)
+
+    def objective(h, rows, need_hess):
+        f, g, H = _softmax_terms(h, Y[rows], T, need_hess)
+        d = h - z_tilde[rows]
+        f = f + (d * d / (2 * V * s)).sum(axis=-1)
+        g = g + d / (V * s)
+        if H is not None:
+            H = H + eye / (V * s)
+        return f, g, H
+
     inits = [warm] if warm is not None else []
     inits += [{"z_tilde": z_tilde, "z_star": z_star}[name] for name in starts]
-    k = len(inits)
-    h0 = np.concatenate(inits, axis=0)
-    h, f, g, H, it = _newton(
-        h0, np.tile(Y, (k, 1, 1)), np.tile(z_tilde, (k, 1)), V, s, T, tol, max_iter
-    )
-    h, f, g, H = (x.reshape((k, n) + x.shape[1:]) for x in (h, f, g, H))
-    gmax = np.abs(g).max(axis=-1) * min(1.0, V)  # (k, n) stationarity residuals
-    score = np.where(gmax <= tol, f, np.inf)  # prefer converged starts, then lowest F
-    best = np.argmin(np.where(np.isinf(score).all(axis=0), f, score), axis=0)
-    rows = np.arange(n)
-    hb, fb, gb, Hb = h[best, rows], f[best, rows], gmax[best, rows], H[best, rows]
-    differ = (np.abs(h - hb[None]).max(axis=-1) > 1e-6) & (gmax <= tol)
-    n_disagree = int(differ.any(axis=0).sum())
-    n_failed = int((gb > tol).sum())
+    scale = min(1.0, V)  # stationarity residual max|∇F| · min(1, V): see the module docstring
+    runs = [minimize_batch(x0, objective, tol / scale, max_iter) for x0 in inits]
+    h, f, H, res, n_disagree = best_of(runs, scale, tol)
+    n_failed = int((res > tol).sum())
     if n_failed:
         log.warning(
             "pre-training proximal: %d of %d samples above tol=%.0e (max %.2e)",
             n_failed,
             n,
             tol,
-            gb.max(),
+            res.max(),
         )
-    return ProxResult(hb, Hb, fb, gb, n_failed, n_disagree, it)
+    return ProxResult(h, H, f, res, n_failed, n_disagree, max(r.n_iter for r in runs))

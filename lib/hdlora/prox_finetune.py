@@ -1,0 +1,153 @@
+r"""The fine-tuning proximal operator, eqs. (63)–(66), batched over Monte-Carlo samples.
+
+    prox(χ*, χ̃, z*, z) = argmax_{χ ∈ R^T} ψ(χ; χ*, χ̃, z*, z),
+    ψ = −‖σ(z + χχᵀ − q I_T) − σ(z* + χ*χ*ᵀ − q0 I_T)‖²_F − Σ_a (χ̃_a − χ_a)²/(2v).
+
+We minimise F = −ψ = f(Z(χ)) + ‖χ − χ̃‖²/(2v), Z(χ) = z − q I + χχᵀ, f(Z) = ‖σ(Z) − Y‖²_F,
+Y = σ(z* + χ*χ*ᵀ − q0 I). With G = ∂f/∂Z and B_a the Hessian of f in row a of Z (f is a sum
+over rows for the row-wise softmax and for x ↦ x/T):
+
+    ∇f = (G + Gᵀ) χ,
+    ∇²f_cd = δ_cd χᵀB_cχ + χ_c (B_cχ)_d + χ_d (B_dχ)_c + Σ_a χ_a² (B_a)_cd + G_cd + G_dc.
+
+F is not convex (it is even in χ when χ̃ = 0): every sample starts from χ̃ and −χ̃ (and an
+optional warm start) and keeps the best; the samples where the starts reach different local
+minima are counted. Also returned: C = [∇²F]⁻¹ = −[∇²ψ]⁻¹ (eq. 66) through Tr C, and
+∂_qψ = Tr G (only the explicit −qI shift is differentiated: envelope theorem, eq. 72).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from hdlora.activations import activation as sigma_of
+from hdlora.activations import softmax_rows
+from hdlora.newton import best_of, minimize_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneProxResult:
+    """``chi`` (n, T); ``hessian`` (n, T, T) = −∇²ψ; ``trace_C`` Tr C (n,); ``dq_psi`` ∂_qψ (n,);
+    ``objective`` F = −ψ (n,); ``residual`` max|∇F|·min(1, v) (n,); counts of failures and of
+    disagreeing starts; ``n_iter``."""
+
+    chi: np.ndarray
+    hessian: np.ndarray
+    trace_C: np.ndarray
+    dq_psi: np.ndarray
+    objective: np.ndarray
+    residual: np.ndarray
+    n_failed: int
+    n_disagree: int
+    n_iter: int
+
+
+def _row_terms(Z: np.ndarray, Y: np.ndarray, activation: str, need_hess: bool):
+    """f = ‖σ(Z) − Y‖²_F, G = ∂f/∂Z (n, T, T) and row Hessians B (n, T, T, T) (or None)."""
+    T = Z.shape[-1]
+    if activation == "linear":
+        R = Z / T - Y
+        B = None
+        if need_hess:
+            B = np.broadcast_to(2.0 / T**2 * np.eye(T), Z.shape[:1] + (T, T, T))
+        return (R * R).sum(axis=(-1, -2)), 2.0 * R / T, B
+    if activation != "softmax":
+        raise ValueError(f"activation must be 'softmax' or 'linear', got {activation!r}")
+    P = softmax_rows(Z)
+    R = P - Y
+    U = P * R
+    S = U.sum(axis=-1, keepdims=True)
+    G = 2.0 * (U - P * S)
+    if not need_hess:
+        return (R * R).sum(axis=(-1, -2)), G, None
+    A = P * P + U  # see hdlora.prox._softmax_terms for the expansion
+    C = (P * P).sum(axis=-1, keepdims=True) + 2 * S
+    Dg = A - S * P
+    B = C[..., None] * P[..., :, None] * P[..., None, :]
+    B -= A[..., :, None] * P[..., None, :] + P[..., :, None] * A[..., None, :]
+    B += Dg[..., :, None] * np.eye(T)
+    return (R * R).sum(axis=(-1, -2)), G, 2.0 * B
+
+
+def loss_terms(
+    chi: np.ndarray, Z_base: np.ndarray, Y: np.ndarray, activation: str, need_hess: bool = True
+):
+    """f(Z_base + χχᵀ), its gradient (n, T), Hessian (n, T, T) in χ, and G = ∂f/∂Z."""
+    Z = Z_base + chi[:, :, None] * chi[:, None, :]
+    f, G, B = _row_terms(Z, Y, activation, need_hess)
+    Gs = G + np.swapaxes(G, -1, -2)
+    grad = np.einsum("ncd,nd->nc", Gs, chi)
+    if not need_hess:
+        return f, grad, None, G
+    Bchi = np.einsum("naij,nj->nai", B, chi)  # (B_a χ)_i
+    chiBchi = np.einsum("nai,ni->na", Bchi, chi)  # χᵀ B_a χ
+    term2 = chi[:, :, None] * Bchi  # χ_c (B_c χ)_d
+    hess = term2 + np.swapaxes(term2, -1, -2) + np.einsum("na,nacd->ncd", chi * chi, B) + Gs
+    hess = hess + chiBchi[:, :, None] * np.eye(chi.shape[-1])
+    return f, grad, hess, G
+
+
+def finetune_prox(
+    chi_star: np.ndarray,
+    chi_tilde: np.ndarray,
+    z_star: np.ndarray,
+    z: np.ndarray,
+    q: float,
+    v: float,
+    activation: str = "softmax",
+    *,
+    q0: float = 1.0,
+    warm: np.ndarray | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+) -> FinetuneProxResult:
+    r"""prox(χ*, χ̃, z*, z) of eq. (64) for a batch.
+
+    Parameters
+    ----------
+    chi_star, chi_tilde : (n, T).
+    z_star, z : (n, T, T) symmetric side fields of the frozen pre-training.
+    q, v : the order parameters in ψ (q ≥ 0, v > 0).
+    q0 : the teacher's q0 (1 in the paper).
+    warm : (n, T) optional warm start.
+    """
+    if not v > 0:
+        raise ValueError(f"v must be > 0, got v={v!r}")
+    n, T = chi_star.shape
+    eye = np.eye(T)
+    Y = sigma_of(activation)(z_star + chi_star[:, :, None] * chi_star[:, None, :] - q0 * eye)
+    Z_base = z - q * eye
+
+    def objective(chi, rows, need_hess):
+        f, g, H, _ = loss_terms(chi, Z_base[rows], Y[rows], activation, need_hess)
+        d = chi - chi_tilde[rows]
+        f = f + (d * d).sum(axis=-1) / (2 * v)
+        g = g + d / v
+        if H is not None:
+            H = H + eye / v
+        return f, g, H
+
+    inits = ([warm] if warm is not None else []) + [chi_tilde, -chi_tilde]
+    scale = min(1.0, v)
+    runs = [minimize_batch(x0, objective, tol / scale, max_iter) for x0 in inits]
+    chi, f, H, res, n_disagree = best_of(runs, scale, tol)
+    _, _, _, G = loss_terms(chi, Z_base, Y, activation, need_hess=False)
+    trace_C = np.trace(np.linalg.inv(H), axis1=1, axis2=2)
+    dq_psi = np.trace(G, axis1=1, axis2=2)
+    n_failed = int((res > tol).sum())
+    if n_failed:
+        log.warning(
+            "fine-tuning proximal: %d of %d samples above tol=%.0e (max %.2e)",
+            n_failed,
+            n,
+            tol,
+            res.max(),
+        )
+    return FinetuneProxResult(
+        chi, H, trace_C, dq_psi, f, res, n_failed, n_disagree, max(r.n_iter for r in runs)
+    )
