@@ -311,7 +311,7 @@ for ax, cols, title in [(axes[0], ["test_error", "train_error"], "errors"),
                         (axes[1], ["Q", "M"], "order parameters"), (axes[2], ["V"], "V")]:
     for col in cols:
         line, = ax.plot(curve["lam"], curve[col], "-", label=f"{col} (theory)")
-        if col in fam:
+        if col in fam and fam[col].notna().any():
             for D, mk in zip(Ds, ["s", "o", "^"], strict=False):
                 st = fam[fam["D"] == D].groupby("lam")[col].agg(["mean", "std", "count"])
                 ax.errorbar(st.index, st["mean"], st["std"] / np.sqrt(st["count"]), fmt=mk, ms=4,
