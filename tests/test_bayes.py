@@ -1,0 +1,53 @@
+import math
+
+import pytest
+
+from hdlora import Params, bayes
+
+P = Params(T=3, kappa0=1.0, Delta=0.5, alpha=0.1)
+
+
+def test_mmse_limits():
+    # no information (Q̂ → 0): the mmse is the variance of μ0, 1
+    assert bayes.mmse(1e-3, 1.0) == pytest.approx(1.0, abs=2e-3)
+    # much information: mmse ≈ 1/Q̂ (full-rank prior, κ0 = 1: every direction is noisy)
+    assert bayes.mmse(1e4, 2.0) * 1e4 == pytest.approx(1.0, rel=2e-2)
+    with pytest.raises(ValueError, match="Q_hat"):
+        bayes.mmse(0.0, 1.0)
+
+
+def test_overlap_is_in_range_and_increasing_in_alpha():
+    Qs = [bayes.overlap(P.replace(alpha=a))[0] for a in (0.01, 0.05, 0.1, 0.3)]
+    assert all(0 <= q <= P.Q0 for q in Qs)
+    assert all(a < b for a, b in zip(Qs, Qs[1:], strict=False))
+    # α → 0: the BO estimator only knows the mean of the spectrum, Q_BO → κ0
+    assert bayes.overlap(P.replace(alpha=1e-3))[0] == pytest.approx(P.kappa0, abs=2e-2)
+
+
+def test_fixed_point_equations_hold():
+    Q, Q_hat, _, _ = bayes.overlap(P)
+    K = P.T**2 + P.T - 2
+    assert Q_hat == pytest.approx(P.alpha * K / (P.Q0 + P.Delta / 2 - Q), rel=1e-12)  # eq. (89)
+    assert Q == pytest.approx(P.Q0 - bayes.mmse(Q_hat, P.kappa0), abs=1e-10)  # eq. (87)
+
+
+@pytest.mark.parametrize("kappa0", [1.0, 0.5])
+def test_perfect_recovery_threshold_without_noise(kappa0):
+    p = P.replace(Delta=0.0, kappa0=kappa0)
+    a_pr = bayes.perfect_recovery_threshold(p)
+    below = bayes.pretrain(p.replace(alpha=0.8 * a_pr), n_mc=2000)
+    above = bayes.pretrain(p.replace(alpha=1.2 * a_pr), n_mc=2000)
+    assert not below.perfect_recovery and below.mmse > 1e-3
+    assert above.perfect_recovery and above.mmse == 0 and above.test_error == 0
+
+
+def test_noise_keeps_the_mmse_positive_and_the_error_decreases():
+    errs = [bayes.pretrain(P.replace(alpha=a), n_mc=20000) for a in (0.05, 0.2)]
+    assert errs[0].mmse > errs[1].mmse > 0
+    assert errs[0].test_error > errs[1].test_error
+
+
+def test_linear_activation_is_not_covered():
+    with pytest.raises(NotImplementedError, match="softmax"):
+        bayes.pretrain(P.replace(activation="linear"))
+    assert math.isfinite(bayes.perfect_recovery_threshold(P))

@@ -1,0 +1,71 @@
+"""Each effective noise against a Monte Carlo of the underlying Gaussian variables."""
+
+import numpy as np
+import pytest
+
+from hdlora import noise
+from hdlora.prox import pretrain_prox
+from hdlora.symmetric import multiplicity
+
+DELTA, Q0, Q, M = 0.5, 2.0, 0.8, 1.0
+N = 400_000
+
+
+def _pair(rng, Q0=Q0, Q=Q, M=M, Delta=DELTA):
+    """(z*_ab, z_ab) off the diagonal: covariance [[Δ/2 + Q0, M], [M, Q]] (eq. 13)."""
+    L = np.linalg.cholesky(np.array([[Delta / 2 + Q0, M], [M, Q]]))
+    x = rng.standard_normal((N, 2)) @ L.T
+    return x[:, 0], x[:, 1]
+
+
+def test_delta_eff_is_the_variance_of_z_minus_zstar():
+    zs, z = _pair(np.random.default_rng(0))
+    v = np.var(z - zs)
+    se = v * np.sqrt(2 / N)
+    assert noise.delta_eff(DELTA, Q0, Q, M) == pytest.approx(v, abs=5 * se)
+
+
+def test_recalibration_minimises_at_beta_min():
+    zs, z = _pair(np.random.default_rng(1))
+    b = noise.beta_min(Q, M)
+    for beta in (0.5 * b, b, 1.5 * b):
+        v = np.var(beta * z - zs)
+        assert noise.delta_eff_recalibrated(DELTA, Q0, Q, M, beta) == pytest.approx(
+            v, abs=5 * v * np.sqrt(2 / N))
+    betas = np.linspace(0.2, 2.0, 200) * b
+    values = noise.delta_eff_recalibrated(DELTA, Q0, Q, M, betas)
+    assert betas[np.argmin(values)] == pytest.approx(b, rel=0.01)
+    assert noise.delta_eff_recalibrated(DELTA, Q0, Q, M) == pytest.approx(
+        DELTA / 2 + Q0 - M**2 / Q)
+
+
+def test_active_noise_is_the_conditional_variance():
+    zs, z = _pair(np.random.default_rng(2))
+    near = np.abs(z) < 0.02  # condition on z ≈ 0
+    v = np.var((z - zs)[near])
+    assert noise.delta_eff_active(DELTA, Q0, Q, M) == pytest.approx(v, rel=0.03)
+    assert noise.delta_eff_active(DELTA, Q0, Q, M) <= noise.delta_eff(DELTA, Q0, Q, M)
+    gap = noise.delta_eff(DELTA, Q0, Q, M) - noise.delta_eff_active(DELTA, Q0, Q, M)
+    assert gap == pytest.approx((M / np.sqrt(Q) - np.sqrt(Q)) ** 2)  # App. C
+
+
+def test_reused_noise_against_the_linear_proximal():
+    """e = 1: Var(Prox(z*, z̃) − z*) = (1 + δ_ab) Δ_eff/(1 + 4V/T²)² (eqs. 107–108)."""
+    T, V = 3, 0.7
+    rng = np.random.default_rng(3)
+    s = multiplicity(T)
+    A0 = Q0 + DELTA / 2
+    g, zeta = rng.standard_normal((2, N, 6))
+    zs = np.sqrt(s * A0) * g
+    zt = np.sqrt(s) * (M / np.sqrt(A0) * g + np.sqrt(Q - M**2 / A0) * zeta)
+    h = pretrain_prox(zs, zt, V, T, activation="linear").h
+    var = np.var(h - zs, axis=0) / s
+    expected = noise.delta_eff_reused(DELTA, Q0, Q, M, V, T)
+    assert np.allclose(var, expected, rtol=5 * np.sqrt(2 / N))
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="Q"):
+        noise.delta_eff_active(DELTA, Q0, 0.0, M)
+    with pytest.raises(ValueError, match="V"):
+        noise.delta_eff_reused(DELTA, Q0, Q, M, -1.0, 3)
