@@ -31,12 +31,12 @@ def test_recalibration_minimises_at_beta_min():
     for beta in (0.5 * b, b, 1.5 * b):
         v = np.var(beta * z - zs)
         assert noise.delta_eff_recalibrated(DELTA, Q0, Q, M, beta) == pytest.approx(
-            v, abs=5 * v * np.sqrt(2 / N))
+            v, abs=5 * v * np.sqrt(2 / N)
+        )
     betas = np.linspace(0.2, 2.0, 200) * b
     values = noise.delta_eff_recalibrated(DELTA, Q0, Q, M, betas)
     assert betas[np.argmin(values)] == pytest.approx(b, rel=0.01)
-    assert noise.delta_eff_recalibrated(DELTA, Q0, Q, M) == pytest.approx(
-        DELTA / 2 + Q0 - M**2 / Q)
+    assert noise.delta_eff_recalibrated(DELTA, Q0, Q, M) == pytest.approx(DELTA / 2 + Q0 - M**2 / Q)
 
 
 def test_active_noise_is_the_conditional_variance():

@@ -56,8 +56,10 @@ def test_prox_is_the_best_of_many_starts():
             Z = z[i] - q * np.eye(T) + np.outer(c, c)
             return ((softmax_rows(Z) - Y) ** 2).sum() + ((c - ct[i]) ** 2).sum() / (2 * v)
 
-        best = min((minimize(F, 2 * rng.standard_normal(T), method="BFGS") for _ in range(12)),
-                   key=lambda res: res.fun)
+        best = min(
+            (minimize(F, 2 * rng.standard_normal(T), method="BFGS") for _ in range(12)),
+            key=lambda res: res.fun,
+        )
         assert r.objective[i] <= best.fun + 1e-8
 
 
@@ -92,7 +94,19 @@ def test_linear_fixed_point_converges_with_positive_m():
 
 def test_state_evolution_fills_one_record():
     obs = state_evolution(LIN, n_mc=2000, progress=False)
-    for name in ("test_error", "train_error", "ft_test_error", "ft_train_error", "overlap",
-                 "forgetting_error", "Q", "M", "V", "q", "m", "v"):
+    for name in (
+        "test_error",
+        "train_error",
+        "ft_test_error",
+        "ft_train_error",
+        "overlap",
+        "forgetting_error",
+        "Q",
+        "M",
+        "V",
+        "q",
+        "m",
+        "v",
+    ):
         assert np.isfinite(getattr(obs, name)), name
     assert obs.source == "theory" and obs.converged

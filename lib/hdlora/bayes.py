@@ -113,5 +113,14 @@ def pretrain(params: Params, n_mc: int = 200_000, seed: int = 0) -> BayesPretrai
     z_star = z + np.sqrt(s * max(A0 - Q, 0.0)) * zeta
     sigma = activation_fn(params.activation)
     e = ((sigma(to_matrix(z, T)) - sigma(to_matrix(z_star, T))) ** 2).sum(axis=(1, 2))
-    return BayesPretrainResult(params, Q0, Q, Q_hat, Q0 - Q, float(e.mean()),
-                               float(e.std(ddof=1) / math.sqrt(len(e))), perfect, n_roots)
+    return BayesPretrainResult(
+        params,
+        Q0,
+        Q,
+        Q_hat,
+        Q0 - Q,
+        float(e.mean()),
+        float(e.std(ddof=1) / math.sqrt(len(e))),
+        perfect,
+        n_roots,
+    )
