@@ -103,6 +103,7 @@ def finetune_prox(
     *,
     q0: float = 1.0,
     warm: np.ndarray | None = None,
+    both_signs: bool = True,
     tol: float = 1e-10,
     max_iter: int = 100,
 ) -> FinetuneProxResult:
@@ -115,6 +116,7 @@ def finetune_prox(
     q, v : the order parameters in ψ (q ≥ 0, v > 0).
     q0 : the teacher's q0 (1 in the paper).
     warm : (n, T) optional warm start.
+    both_signs : also start from χ̃ and −χ̃ (always when there is no warm start).
     """
     if not v > 0:
         raise ValueError(f"v must be > 0, got v={v!r}")
@@ -132,7 +134,9 @@ def finetune_prox(
             H = H + eye / v
         return f, g, H
 
-    inits = ([warm] if warm is not None else []) + [chi_tilde, -chi_tilde]
+    inits = [warm] if warm is not None else []
+    if both_signs or warm is None:
+        inits += [chi_tilde, -chi_tilde]
     scale = min(1.0, v)
     runs = [minimize_batch(x0, objective, tol / scale, max_iter) for x0 in inits]
     chi, f, H, res, n_disagree = best_of(runs, scale, tol)

@@ -41,9 +41,10 @@ def pretrain_prox_per_sample(
 
 
 def finetune_prox_per_sample(
-    chi_star, chi_tilde, z_star, z, q, v, activation="softmax", q0=1.0, gtol=1e-10
+    chi_star, chi_tilde, z_star, z, q, v, activation="softmax", q0=1.0, gtol=1e-10, starts=2
 ):
-    """prox(χ*, χ̃, z*, z) of eq. (64), one BFGS per sample from χ̃ and −χ̃; returns χ (n, T)."""
+    """prox(χ*, χ̃, z*, z) of eq. (64), one BFGS per sample from χ̃ (and −χ̃ if ``starts=2``);
+    returns χ (n, T)."""
     T = chi_star.shape[1]
     eye = np.eye(T)
     Y = sigma_of(activation)(z_star + chi_star[:, :, None] * chi_star[:, None, :] - q0 * eye)
@@ -60,7 +61,7 @@ def finetune_prox_per_sample(
 
         runs = [
             minimize(F, x0, jac=True, method="BFGS", options={"gtol": gtol})
-            for x0 in (chi_tilde[i], -chi_tilde[i])
+            for x0 in (chi_tilde[i], -chi_tilde[i])[:starts]
         ]
         out[i] = min(runs, key=lambda r: r.fun).x
     return out

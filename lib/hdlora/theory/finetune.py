@@ -223,10 +223,19 @@ def finetune(
         )
     cache: dict = {"chi": None}
 
-    def output_channel(m, q, v, warm):
+    def output_channel(m, q, v, warm, both_signs=True):
         chi_tilde = (m / q0) * chi_star + math.sqrt(max(q - m * m / q0, 0.0)) * samples.zeta
         r = finetune_prox(
-            chi_star, chi_tilde, zs_tr, z_tr, q, v, params.activation, q0=q0, warm=warm
+            chi_star,
+            chi_tilde,
+            zs_tr,
+            z_tr,
+            q,
+            v,
+            params.activation,
+            q0=q0,
+            warm=warm,
+            both_signs=both_signs,
         )
         m_hat = ap / v * ((chi_star * r.chi).sum(axis=1) - m / v * r.trace_C).mean()
         q_hat = ap / v**2 * ((r.chi - chi_tilde) ** 2).sum(axis=1).mean()
@@ -235,7 +244,8 @@ def finetune(
 
     def G(x):
         m, q, v = x
-        m_hat, q_hat, v_hat, r, _ = output_channel(m, q, v, cache["chi"])
+        # warm start between iterations; every start (±χ̃) at the first and the final evaluation
+        m_hat, q_hat, v_hat, r, _ = output_channel(m, q, v, cache["chi"], both_signs=False)
         cache["chi"] = r.chi
         denom = 2 * params.lam_ft + v_hat
         if not denom > 0:
@@ -262,6 +272,24 @@ def finetune(
     )
     m, q, v = fp.x
     m_hat, q_hat, v_hat, r, _ = output_channel(m, q, v, cache["chi"])
+    changed = float(np.abs(r.chi - cache["chi"]).max())
+    if fp.converged and changed > 1e-8:  # another start found a better proximal: resolve
+        log.info("finetune: a better proximal found by another start (change %.2e)", changed)
+        cache["chi"] = r.chi
+        fp2 = solve(
+            G,
+            fp.x,
+            tol=tol,
+            max_iter=max_iter,
+            damping=damping,
+            project=project,
+            progress=progress,
+            desc=f"finetune SE lam_ft={params.lam_ft:g}",
+        )
+        fp2.n_iter += fp.n_iter
+        fp = fp2
+        m, q, v = fp.x
+        m_hat, q_hat, v_hat, r, _ = output_channel(m, q, v, cache["chi"])
     (E, E_se), (L, L_se), (F, F_se) = errors(params, pre, samples, m, q, r.chi, zs_tr, z_tr)
     Hpsi = -r.hessian
     Mrep = np.linalg.inv(v * Hpsi) + np.eye(T)
