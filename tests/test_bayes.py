@@ -51,3 +51,39 @@ def test_linear_activation_is_not_covered():
     with pytest.raises(NotImplementedError, match="softmax"):
         bayes.pretrain(P.replace(activation="linear"))
     assert math.isfinite(bayes.perfect_recovery_threshold(P))
+
+
+FT = Params(T=3, kappa0=1.0, Delta=0.5, alpha=0.1, alpha_ft=3.0)
+
+
+def test_finetune_overlap_is_in_range_and_increasing():
+    pre = bayes.pretrain(FT, n_mc=5000)
+    qs = [
+        bayes.finetune(FT.replace(alpha_ft=a), pre, n_out=300, n_inner=300, n_mc=5000).q
+        for a in (0.3, 1.0, 3.0)
+    ]
+    assert all(0 <= q <= 1 for q in qs)
+    assert qs[0] < qs[1] < qs[2]
+
+
+def test_finetune_fixed_point_equation_holds():
+    pre = bayes.pretrain(FT, n_mc=5000)
+    r = bayes.finetune(FT, pre, n_out=300, n_inner=300, n_mc=5000)
+    assert r.q == pytest.approx(r.q_hat / (1 + r.q_hat), abs=1e-8)  # eq. (92)
+    assert r.overlap == pytest.approx(math.sqrt(r.q))  # eq. (98)
+
+
+def test_reused_sequences_recover_w_for_alpha_ft_at_least_one():
+    r = bayes.finetune(FT.replace(reuse=True), n_mc=5000)
+    assert r.q == 1.0 and r.overlap == 1.0
+    with pytest.raises(NotImplementedError, match="alpha_ft"):
+        bayes.finetune(FT.replace(reuse=True, alpha_ft=0.5), n_mc=5000)
+
+
+def test_bayes_optimal_record_lies_below_the_trained_attention():
+    from hdlora.theory import state_evolution
+
+    bo = bayes.bayes_optimal(FT.replace(lam=0.1, lam_ft=0.5), n_mc=20000, n_out=300, n_inner=300)
+    se = state_evolution(FT.replace(lam=0.1, lam_ft=0.5), n_mc=4000, progress=False)
+    assert bo.source == "bayes" and bo.Q == bo.M and bo.q == bo.m
+    assert bo.test_error < se.test_error and bo.ft_test_error < se.ft_test_error

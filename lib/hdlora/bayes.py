@@ -14,6 +14,18 @@ solved with a bracketing root finder (Brent) on [0, Q0]: F(0) ≥ 0, F(Q0) < 0 w
 α_PR = 2(κ̄ − κ̄²/2)/(T² + T − 2), κ̄ = min(κ0, 1), where no smaller root remains.
 
 The BO test error (91) is a Monte Carlo over the channel (90), with its standard error.
+
+Fine-tuning (App. B.2), e = 0: q_BO ∈ [0, 1] solves q = q̂/(1 + q̂) (eq. 92) with
+q̂ = α' E‖g'_out‖² (eq. 95), g'_out = ∇_ω log Z'_out, and for the softmax (eq. 96)
+
+    Z'_out(ω) = E_{χ̃ ~ N(ω, v I_T)} exp(−‖χ̃χ̃ᵀ − χ*χ*ᵀ‖²_F/(4V_BO)
+                                          + ((Σχ̃)² − (Σχ*)²)²/(4T² V_BO)),
+
+v = q0 − q_BO, V_BO = Q0 + Δ/2 − Q_BO, and ω = χ with (χ*, χ) as in eq. (93). The inner
+T-dimensional integral is a self-normalised Monte Carlo over K Gaussian draws (fixed draws:
+common random numbers), so g'_out = (E_tilted[χ̃] − ω)/v; its error is reported by comparing K
+with K/2. q_BO is found by Brent's method on [0, 1). e = 1: q_BO = 1 for α' ≥ 1 (App. B.2).
+E'_BO (97) and o_BO = √(q_BO/q0) (98) follow.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from scipy.optimize import brentq
 
 from hdlora import spectral
 from hdlora.activations import activation as activation_fn
+from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.symmetric import multiplicity, n_entries, to_matrix
 
@@ -123,4 +136,140 @@ def pretrain(params: Params, n_mc: int = 200_000, seed: int = 0) -> BayesPretrai
         float(e.std(ddof=1) / math.sqrt(len(e))),
         perfect,
         n_roots,
+    )
+
+
+Q0_W = 1.0  # q0 = D⁻¹‖w*‖² → 1
+
+
+@dataclass
+class BayesFinetuneResult:
+    """``q`` = q_BO, ``q_hat``, ``ft_test_error`` E'_BO (eq. 97) with its ``ft_test_error_se``,
+    ``overlap`` o_BO (eq. 98), ``inner_error`` (change of q̂ when the inner Monte Carlo halves)."""
+
+    params: Params
+    q: float
+    q_hat: float
+    ft_test_error: float
+    ft_test_error_se: float
+    overlap: float
+    inner_error: float
+
+
+def _g_out(omega, chi_star, v, V_bo, xi):
+    """g'_out for each outer sample: (E_tilted[χ̃] − ω)/v with χ̃ = ω + √v ξ_k (eq. 96)."""
+    T = omega.shape[1]
+    ct = omega[:, None, :] + math.sqrt(v) * xi[None, :, :]  # (n, K, T)
+    a = (ct**2).sum(-1)  # ‖χ̃‖² ; ‖χ̃χ̃ᵀ − χ*χ*ᵀ‖² = ‖χ̃‖⁴ − 2(χ̃·χ*)² + ‖χ*‖⁴
+    b = (chi_star**2).sum(-1)[:, None]
+    dot = (ct * chi_star[:, None, :]).sum(-1)
+    frob = a * a - 2 * dot * dot + b * b
+    s_t = ct.sum(-1) ** 2
+    s_s = chi_star.sum(-1)[:, None] ** 2
+    logw = -frob / (4 * V_bo) + (s_t - s_s) ** 2 / (4 * T * T * V_bo)
+    logw -= logw.max(axis=1, keepdims=True)
+    w = np.exp(logw)
+    w /= w.sum(axis=1, keepdims=True)
+    mean = (w[..., None] * ct).sum(axis=1)
+    return (mean - omega) / v
+
+
+def _q_hat(q, params, V_bo, chi_s, zeta, xi, chunk=256):
+    v = max(Q0_W - q, 1e-12)
+    omega = q * chi_s + math.sqrt(max(q - q * q, 0.0)) * zeta  # Cov(χ*, χ) = q, Var χ = q (93)
+    tot = 0.0
+    for i in range(0, len(chi_s), chunk):
+        g = _g_out(omega[i : i + chunk], chi_s[i : i + chunk], v, V_bo, xi)
+        tot += (g * g).sum()
+    return params.alpha_ft * tot / len(chi_s)
+
+
+def finetune(
+    params: Params,
+    pre: BayesPretrainResult | None = None,
+    n_out: int = 2000,
+    n_inner: int = 2000,
+    n_mc: int = 200_000,
+    seed: int = 0,
+) -> BayesFinetuneResult:
+    """BO fine-tuning: q_BO (eqs. 92, 95, 96), E'_BO (97), o_BO (98)."""
+    output_count(params.T, params.activation)  # softmax only
+    pre = pre if pre is not None else pretrain(params, n_mc=n_mc, seed=seed)
+    T = params.T
+    A0 = pre.Q0 + params.Delta / 2
+    V_bo = A0 - pre.Q
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
+    if params.reuse:
+        if params.alpha_ft < 1:
+            raise NotImplementedError(
+                "App. B.2 gives the reused-sequence (e = 1) BO overlap only for alpha_ft >= 1 "
+                f"(q_BO = 1); got alpha_ft={params.alpha_ft!r}"
+            )
+        q, q_hat, inner_err = 1.0, math.inf, 0.0
+    elif V_bo <= 0:  # perfect pre-training: the output channel is noiseless
+        q, q_hat, inner_err = 1.0, math.inf, 0.0
+    else:
+        chi_s, zeta = rng.standard_normal((2, n_out, T))
+        xi = rng.standard_normal((n_inner, T))
+
+        def f(q):
+            qh = _q_hat(q, params, V_bo, chi_s, zeta, xi)
+            return q - qh / (1 + qh)
+
+        q = brentq(f, 0.0, 1 - 1e-9, xtol=1e-10)
+        q_hat = _q_hat(q, params, V_bo, chi_s, zeta, xi)
+        q_hat_half = _q_hat(q, params, V_bo, chi_s, zeta, xi[: n_inner // 2])
+        inner_err = abs(q_hat - q_hat_half)
+    # E'_BO (97): (z*, z) from (90), (χ*, χ) from (93)
+    s = multiplicity(T)
+    g, zt = rng.standard_normal((2, int(n_mc), n_entries(T)))
+    z = np.sqrt(s * pre.Q) * g
+    z_star = z + np.sqrt(s * max(V_bo, 0.0)) * zt
+    cs, cz = rng.standard_normal((2, int(n_mc), T))
+    c = q * cs + math.sqrt(max(q - q * q, 0.0)) * cz
+    eye = np.eye(T)
+    sigma = activation_fn(params.activation)
+    student = sigma(to_matrix(z, T) + c[:, :, None] * c[:, None, :] - Q0_W * eye)
+    target = sigma(to_matrix(z_star, T) + cs[:, :, None] * cs[:, None, :] - Q0_W * eye)
+    e = ((student - target) ** 2).sum(axis=(1, 2))
+    return BayesFinetuneResult(
+        params,
+        q,
+        q_hat,
+        float(e.mean()),
+        float(e.std(ddof=1) / math.sqrt(len(e))),
+        math.sqrt(q / Q0_W),
+        inner_err,
+    )
+
+
+def bayes_optimal(params: Params, n_mc: int = 200_000, seed: int = 0, **kwargs) -> Observables:
+    """Both BO stages as one :class:`Observables` record (source = "bayes").
+
+    ``M`` = ``Q`` = Q_BO and ``m`` = ``q`` = q_BO (the BO estimator's overlaps are its norms)."""
+    pre = pretrain(params, n_mc=n_mc, seed=seed)
+    ft = finetune(params, pre, n_mc=n_mc, seed=seed, **kwargs)
+    return Observables(
+        params=params,
+        source="bayes",
+        test_error=pre.test_error,
+        ft_test_error=ft.ft_test_error,
+        overlap=ft.overlap,
+        Q0=pre.Q0,
+        Q=pre.Q,
+        M=pre.Q,
+        q0=Q0_W,
+        q=ft.q,
+        m=ft.q,
+        n_mc=int(n_mc),
+        seed=int(seed),
+        info={
+            "mmse": pre.mmse,
+            "Q_hat": pre.Q_hat,
+            "perfect_recovery": pre.perfect_recovery,
+            "test_error_se": pre.test_error_se,
+            "q_hat": ft.q_hat,
+            "ft_test_error_se": ft.ft_test_error_se,
+            "inner_mc_error": ft.inner_error,
+        },
     )

@@ -1,0 +1,167 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (hdlora)
+#     language: python
+#     name: hdlora
+# ---
+
+# %% [markdown]
+# # Effective noise: how the pre-training enters the LoRA (§4.1–4.3, App. C)
+#
+# For a linear $\sigma$ the frozen pre-training acts on the LoRA through one number: the variance
+# of $h=z-z^*$ (eq. 24). This notebook derives each effective noise of App. C, checks it against a
+# Monte Carlo of the underlying Gaussian variables (`hdlora.noise`), checks that the fine-tuning
+# state evolution depends on the pre-training only through $\Delta_{\rm eff}$, and records an
+# erratum of App. C.
+#
+# Parameters (papermill): `profile`, `seed`.
+
+# %% tags=["parameters"]
+profile = "quick"
+seed = 0
+
+# %%
+import math
+
+import numpy as np
+import pandas as pd
+
+from hdlora import Params, noise
+from hdlora.io import output_dirs, write_table
+from hdlora.profiles import choose
+from hdlora.prox import pretrain_prox
+from hdlora.symmetric import multiplicity
+from hdlora.theory import EffectivePretraining, finetune
+
+data_dir, fig_dir = output_dirs(profile)
+n = choose(profile, smoke=200_000, quick=2_000_000, paper=8_000_000)
+n_mc = choose(profile, smoke=4000, quick=30000, paper=100000)
+mc_seeds = choose(profile, smoke=[0, 1], quick=[0, 1, 2, 3], paper=[0, 1, 2, 3, 4, 5])
+rng = np.random.default_rng(seed)
+Delta, Q0, Q, M = 0.5, 2.0, 0.8, 1.0
+rows = []
+
+
+def record(name, formula, mc, se):
+    rows.append({"quantity": name, "formula": formula, "monte_carlo": mc, "se": se,
+                 "z": (mc - formula) / se})
+
+
+# %% [markdown]
+# ## $\Delta_{\rm eff}$, eqs. (25), (99)–(101)
+#
+# For $a\ne b$, $(z^*_{ab},z_{ab})\sim\mathcal N\big(0,\big(\begin{smallmatrix}\Delta/2+Q_0&M\\M&Q\end{smallmatrix}\big)\big)$
+# (Result 1), so $\operatorname{Var}(z_{ab}-z^*_{ab})=Q+\Delta/2+Q_0-2M=\Delta_{\rm eff}$; the diagonal
+# has twice that.
+
+# %%
+C = np.array([[Delta / 2 + Q0, M], [M, Q]])
+x = rng.standard_normal((n, 2)) @ np.linalg.cholesky(C).T
+zs, z = x[:, 0], x[:, 1]
+v = np.var(z - zs)
+record("Delta_eff (25)", noise.delta_eff(Delta, Q0, Q, M), v, v * math.sqrt(2 / n))
+
+# %% [markdown]
+# ## Recalibration, eqs. (26), (102)–(103)
+#
+# $\hat W\to\sqrt\beta\,\hat W$ sends $Q\to\beta^2Q$, $M\to\beta M$ (eq. 8), so
+# $\Delta_{\rm eff}(\beta)=\Delta/2+Q_0+\beta^2Q-2\beta M$, minimal at $\beta_{\min}=M/Q$ with
+# $\Delta_{\rm eff}(\beta_{\min})=\Delta/2+Q_0-M^2/Q$.
+
+# %%
+b_min = noise.beta_min(Q, M)
+for beta in (0.7 * b_min, b_min, 1.3 * b_min):
+    v = np.var(beta * z - zs)
+    record(f"Delta_eff(beta={beta / b_min:.1f} beta_min) (102)",
+           noise.delta_eff_recalibrated(Delta, Q0, Q, M, beta), v, v * math.sqrt(2 / n))
+betas = np.linspace(0.3, 2, 400) * b_min
+assert abs(betas[np.argmin(noise.delta_eff_recalibrated(Delta, Q0, Q, M, betas))] / b_min - 1) < 0.01
+
+# %% [markdown]
+# ## Active fine-tuning, eqs. (28), (104)–(105)
+#
+# Writing $z=\sqrt Q\zeta_1$, $z^*=\frac M{\sqrt Q}\zeta_1+\sqrt{\Delta/2+Q_0-M^2/Q}\,\zeta_2$ and
+# conditioning on $z\approx0$ leaves $\operatorname{Var}(z-z^*\mid z=0)=\Delta/2+Q_0-M^2/Q=\Delta_{\rm eff,ActFT}$,
+# and $\Delta_{\rm eff}-\Delta_{\rm eff,ActFT}=(M/\sqrt Q-\sqrt Q)^2\ge0$. The Monte Carlo
+# conditions on $|z|<0.01$ (a window bias of order $0.01^2$).
+
+# %%
+near = np.abs(z) < 0.01
+v = np.var((z - zs)[near])
+record("Delta_eff,ActFT (105)", noise.delta_eff_active(Delta, Q0, Q, M), v,
+       v * math.sqrt(2 / near.sum()))
+gap = noise.delta_eff(Delta, Q0, Q, M) - noise.delta_eff_active(Delta, Q0, Q, M)
+assert abs(gap - (M / math.sqrt(Q) - math.sqrt(Q)) ** 2) < 1e-12
+
+# %% [markdown]
+# ## Reused sequences, eqs. (27), (106)–(108), and an erratum
+#
+# For $\sigma(x)=x/T$, $\Psi$ is quadratic and
+# $\mathrm{Prox}(z^*,\tilde z)=(T^{-2}+(4V)^{-1})^{-1}(T^{-2}z^*+(4V)^{-1}\tilde z)$ (App. C). Hence
+# $$z-z^*=\frac{\tilde z-z^*}{1+4V/T^2},$$
+# with exponent $-1$: App. C prints $(1+4VT^{-2})^{-2}$ here. The *variance* then carries the
+# square, eq. (107): $\operatorname{Var}(z_{ab}-z^*_{ab})=(1+\delta_{ab})\Delta_{\rm eff}/(1+4V/T^2)^2$,
+# which is eq. (27). Checked with the explicit proximal of `hdlora.prox`:
+
+# %%
+T, V = 3, 0.7
+s = multiplicity(T)
+A0 = Q0 + Delta / 2
+m_samples = n // 10
+g, zeta = rng.standard_normal((2, m_samples, 6))
+zstar = np.sqrt(s * A0) * g
+ztilde = np.sqrt(s) * (M / math.sqrt(A0) * g + math.sqrt(Q - M**2 / A0) * zeta)
+h = pretrain_prox(zstar, ztilde, V, T, activation="linear").h
+ratio = (h - zstar) / (ztilde - zstar)
+print(f"(z - z*)/(z_tilde - z*): min {ratio.min():.12f}, max {ratio.max():.12f}; "
+      f"1/(1+4V/T^2) = {1 / (1 + 4 * V / T**2):.12f}, 1/(1+4V/T^2)^2 = {1 / (1 + 4 * V / T**2) ** 2:.12f}")
+assert np.allclose(ratio, 1 / (1 + 4 * V / T**2), rtol=1e-10)
+for k in (0, 1):  # a diagonal and an off-diagonal entry
+    v = np.var(h[:, k] - zstar[:, k]) / s[k]
+    record(f"Delta_eff(e=1) (107), entry {k}", noise.delta_eff_reused(Delta, Q0, Q, M, V, T), v,
+           v * math.sqrt(2 / m_samples))
+
+# %%
+checks = pd.DataFrame(rows)
+print(checks.to_string(index=False))
+assert np.all(np.abs(checks["z"]) < 5)
+write_table(checks.assign(Delta=Delta, Q0=Q0, Q=Q, M=M, profile=profile),
+            data_dir / "noise_formula_checks.csv")
+
+# %% [markdown]
+# ## For a linear $\sigma$, $\mathcal E'$ depends on the pre-training only through $\Delta_{\rm eff}$
+#
+# Both the test error and the training channel of the fine-tuning involve $z$ and $z^*$ only
+# through $z-z^*$ when $\sigma$ is linear (eq. 24), whose law is fixed by $\Delta_{\rm eff}$. Two
+# pre-trainings with equal $\Delta_{\rm eff}=1.15$ but different $(Q_0,Q,M)$ must give the same
+# fine-tuning fixed point; a third one with a different $\Delta_{\rm eff}$ must not.
+
+# %%
+pres = {"A": EffectivePretraining(Q0=2.0, Q=0.7, M=0.9), "B": EffectivePretraining(Q0=1.5, Q=1.0, M=0.8),
+        "C (other Delta_eff)": EffectivePretraining(Q0=2.0, Q=1.3, M=1.4)}
+p = Params(T=3, Delta=0.5, alpha_ft=3, lam_ft=0.5, activation="linear")
+lin_rows = []
+for name, pre in pres.items():
+    for sd in mc_seeds:
+        r = finetune(p, pre, n_mc=n_mc, seed=sd, progress=False)
+        lin_rows.append({"pretraining": name, "Q0": pre.Q0, "Q": pre.Q, "M": pre.M,
+                         "Delta_eff": noise.delta_eff(p.Delta, pre.Q0, pre.Q, pre.M), "seed": sd,
+                         "ft_test_error": r.ft_test_error, "overlap": r.overlap, "q": r.q,
+                         "m": r.m, "converged": r.converged})
+lin = pd.DataFrame(lin_rows)
+summary = lin.groupby("pretraining")[["Delta_eff", "ft_test_error", "overlap", "q"]].agg(["mean", "sem"])
+print(summary.round(5).to_string())
+write_table(lin.assign(profile=profile, **{k: v for k, v in p.to_dict().items() if k not in lin}),
+            data_dir / "noise_linear_equivalence.csv")
+a, b, c = (lin[lin["pretraining"] == k] for k in pres)
+for col in ("ft_test_error", "overlap"):
+    diff = a[col].mean() - b[col].mean()
+    se = math.hypot(a[col].sem(), b[col].sem())
+    print(f"{col}: A - B = {diff:+.5f} ± {se:.5f};  A - C = {a[col].mean() - c[col].mean():+.5f}")
+    assert abs(diff) < 5 * se + 1e-12
+assert abs(a["ft_test_error"].mean() - c["ft_test_error"].mean()) > 10 * a["ft_test_error"].sem()
