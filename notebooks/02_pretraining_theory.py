@@ -45,9 +45,9 @@ from hdlora.io import output_dirs, save_figure, write_table
 from hdlora.profiles import choose
 from hdlora.prox import pretrain_prox
 from hdlora.sweeps import (
-    agreement_threshold,
+    agreement_table,
     cached,
-    extrapolate,
+    check_agreement,
     simulation_table,
     theory_table,
 )
@@ -257,20 +257,7 @@ assert sim["converged"].all() and theory["converged"].all()
 
 # %%
 keys = ["T", "kappa0", "Delta", "alpha", "lam", "activation"]
-tables = []
-for col in ["test_error", "train_error", "Q", "M"]:
-    ex = extrapolate(sim, col, by=keys)
-    th = theory.groupby(keys, sort=False)[col].agg(["mean", "std", "count"]).reset_index()
-    th = th.rename(columns={"mean": "theory", "std": "theory_std"})
-    m = ex.merge(th, on=keys)
-    m["theory_se"] = m["theory_std"] / np.sqrt(m["count"])
-    m["z"] = (m[f"{col}_inf"] - m["theory"]) / np.sqrt(m[f"{col}_inf_se"] ** 2 + m["theory_se"] ** 2)
-    m["observable"] = col
-    m = m.rename(columns={f"{col}_inf": "sim_inf", f"{col}_inf_se": "sim_inf_se"})
-    for D in Ds:
-        m = m.rename(columns={f"{col}_D{D}": f"sim_D{D}", f"{col}_se_D{D}": f"sim_se_D{D}"})
-    tables.append(m.drop(columns=["theory_std", "count"]))
-agreement = pd.concat(tables, ignore_index=True)
+agreement = agreement_table(sim, theory, keys, ["test_error", "train_error", "Q", "M"])
 pd.set_option("display.width", 200)
 print(agreement.round(4).to_string(index=False))
 write_table(agreement.assign(profile=profile), data_dir / "pretrain_validation_agreement.csv")
@@ -285,9 +272,8 @@ write_table(agreement.assign(profile=profile), data_dir / "pretrain_validation_a
 # widens their error bar.
 
 # %%
-valid = agreement[agreement["sim_inf_se"] > 0]  # Q = M = 0 exactly at the zero predictor
-threshold = agreement_threshold(len(valid), valid["dof"].min())
-bad = valid[np.abs(valid["z"]) >= threshold]
+threshold, bad = check_agreement(agreement)
+valid = agreement[agreement["sim_inf_se"] > 0]
 print(f"threshold |z| < {threshold:.2f} ({len(valid)} comparisons, dof >= {valid['dof'].min()}); "
       f"largest |z| = {np.abs(valid['z']).max():.2f}; {len(bad)} above")
 assert bad.empty, bad

@@ -44,9 +44,9 @@ from hdlora.activations import activation
 from hdlora.io import output_dirs, save_figure, write_table
 from hdlora.profiles import choose
 from hdlora.sweeps import (
-    agreement_threshold,
+    agreement_table,
     cached,
-    extrapolate,
+    check_agreement,
     simulation_table,
     theory_table,
 )
@@ -174,20 +174,7 @@ assert sim["converged"].all() and theory["converged"].all()
 # %%
 keys = ["T", "kappa0", "Delta", "alpha", "lam", "lam_ft", "activation", "reuse"]
 observables = ["ft_test_error", "ft_train_error", "overlap", "forgetting_error", "q", "m"]
-tables = []
-for col in observables:
-    ex = extrapolate(sim, col, by=keys)
-    th = theory.groupby(keys, sort=False, dropna=False)[col].agg(["mean", "std", "count"]).reset_index()
-    th = th.rename(columns={"mean": "theory", "std": "theory_std"})
-    m = ex.merge(th, on=keys)
-    m["theory_se"] = m["theory_std"] / np.sqrt(m["count"])
-    m["z"] = (m[f"{col}_inf"] - m["theory"]) / np.sqrt(m[f"{col}_inf_se"] ** 2 + m["theory_se"] ** 2)
-    m = m.rename(columns={f"{col}_inf": "sim_inf", f"{col}_inf_se": "sim_inf_se"})
-    for D in Ds:
-        m = m.rename(columns={f"{col}_D{D}": f"sim_D{D}", f"{col}_se_D{D}": f"sim_se_D{D}"})
-    m["observable"] = col
-    tables.append(m.drop(columns=["theory_std", "count"]))
-agreement = pd.concat(tables, ignore_index=True)
+agreement = agreement_table(sim, theory, keys, observables)
 pd.set_option("display.width", 220)
 print(agreement.round(4).to_string(index=False))
 write_table(agreement.assign(profile=profile), data_dir / "finetune_validation_agreement.csv")
@@ -210,9 +197,8 @@ write_table(rep.assign(profile=profile), data_dir / "finetune_replicon.csv")
 # excluded.
 
 # %%
+threshold, bad = check_agreement(agreement)
 valid = agreement[agreement["sim_inf_se"] > 0]
-threshold = agreement_threshold(len(valid), valid["dof"].min())
-bad = valid[np.abs(valid["z"]) >= threshold]
 print(f"threshold |z| < {threshold:.2f} ({len(valid)} comparisons); largest |z| = "
       f"{np.abs(valid['z']).max():.2f}; {len(bad)} above")
 assert bad.empty, bad

@@ -165,3 +165,23 @@ for col in ("ft_test_error", "overlap"):
     print(f"{col}: A - B = {diff:+.5f} ± {se:.5f};  A - C = {a[col].mean() - c[col].mean():+.5f}")
     assert abs(diff) < 5 * se + 1e-12
 assert abs(a["ft_test_error"].mean() - c["ft_test_error"].mean()) > 10 * a["ft_test_error"].sem()
+
+# %% [markdown]
+# ## The frozen baseline, eq. (80)
+#
+# With $\lambda'=\infty$ the LoRA is off and, for a linear $\sigma$, the fine-tuning test error is a
+# function of $\Delta_{\rm eff}$ alone: $\mathcal E'_{\rm frozen}=((T^2+T)\Delta_{\rm eff}+T^2+T)/T^2$
+# (eq. 80 with the coefficient corrected from $T^2+T-2$; the Monte-Carlo verdict is in
+# `03_finetuning_theory`). The two pre-trainings of equal $\Delta_{\rm eff}$ agree with it:
+
+# %%
+frozen_rows = []
+for name in ("A", "B"):
+    r = finetune(p.replace(lam_ft=math.inf), pres[name], n_mc=n_mc, seed=seed, progress=False)
+    d = noise.delta_eff(p.Delta, pres[name].Q0, pres[name].Q, pres[name].M)
+    frozen_rows.append({"pretraining": name, "Delta_eff": d, "E_frozen": r.ft_test_error,
+                        "se": r.ft_test_error_se,
+                        "eq80_corrected": ((p.T**2 + p.T) * d + p.T**2 + p.T) / p.T**2})
+frozen = pd.DataFrame(frozen_rows)
+print(frozen.round(4).to_string(index=False))
+assert np.all(np.abs(frozen["E_frozen"] - frozen["eq80_corrected"]) < 5 * frozen["se"])

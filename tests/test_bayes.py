@@ -87,3 +87,11 @@ def test_bayes_optimal_record_lies_below_the_trained_attention():
     se = state_evolution(FT.replace(lam=0.1, lam_ft=0.5), n_mc=4000, progress=False)
     assert bo.source == "bayes" and bo.Q == bo.M and bo.q == bo.m
     assert bo.test_error < se.test_error and bo.ft_test_error < se.ft_test_error
+
+
+def test_limits_alpha_ft_to_zero_and_delta_to_infinity():
+    pre = bayes.pretrain(FT, n_mc=5000)
+    tiny = bayes.finetune(FT.replace(alpha_ft=1e-3), pre, n_out=300, n_inner=300, n_mc=5000)
+    assert tiny.q < 1e-2  # no fine-tuning data: no overlap with w*
+    # Δ → ∞: the pre-training labels carry no information, Q_BO → κ0 (the spectrum's mean)
+    assert bayes.overlap(P.replace(Delta=1e5))[0] == pytest.approx(P.kappa0, abs=1e-3)

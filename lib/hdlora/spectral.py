@@ -38,7 +38,7 @@ from numpy.polynomial import Polynomial
 log = logging.getLogger(__name__)
 
 _RTOL = 1e-13
-_N0, _NMAX = 64, 1 << 14
+_N0, _NMAX = 32, 1 << 11
 
 
 def _check(eta, kappa0):
@@ -147,28 +147,46 @@ def _gauss(n: int):
     return theta, 0.5 * np.pi * w
 
 
-def _pieces(lo: float, hi: float, eta: float) -> list[tuple[float, float]]:
-    """[lo, hi] cut into pieces graded geometrically (ratio 4) towards both ends, down to the
-    width w = η^{2/3}/10: near the hard edge of μ0 (κ0 = 1) the density has a peak of that
-    width once smoothed by the semicircle, which one Gauss rule would resolve slowly."""
-    w = 0.1 * eta ** (2 / 3)
-    half = 0.5 * (hi - lo)
-    if w >= half / 16:
-        return [(lo, hi)]
-    cuts = []
-    d = w
-    while d < half:
-        cuts.append(d)
+def _graded(lo: float, hi: float, w: float, towards: str) -> list[float]:
+    """Cut points in (lo, hi), geometrically graded (ratio 4) from width w towards lo or hi."""
+    cuts, d = [], w
+    while d < hi - lo:
+        cuts.append(lo + d if towards == "lo" else hi - d)
         d *= 4
-    left = [lo + c for c in cuts]
-    right = [hi - c for c in reversed(cuts)]
-    pts = [lo, *left, 0.5 * (lo + hi), *right, hi]
-    return list(zip(pts[:-1], pts[1:], strict=True))
+    return cuts
+
+
+def _pieces(lo: float, hi: float, eta: float, kappa0: float) -> list[tuple[float, float]]:
+    """[lo, hi] cut into pieces graded geometrically towards both ends and towards interior
+    minima of the density, down to the width w = η^{2/3}/10. Near the hard edge of μ0 (κ0 = 1)
+    and where the atom's bump meets the bulk (κ0 < 1) the density has features of that width
+    once smoothed by the semicircle, which one Gauss rule would resolve slowly."""
+    w = 0.1 * eta ** (2 / 3)
+    if w >= (hi - lo) / 32:
+        return [(lo, hi)]
+    centre = [0.5 * (lo + hi)]
+    # interior local minima of the density (a cusp where two components have merged)
+    x = lo + (hi - lo) * (1 - np.cos(np.linspace(0, np.pi, 513))) / 2
+    rho = density(x, eta, kappa0)
+    minima = [
+        x[i]
+        for i in range(2, len(x) - 2)
+        if rho[i] < rho[i - 1] and rho[i] <= rho[i + 1] and rho[i] < 0.5 * rho.max()
+    ]
+    pts = {lo, hi}
+    for c in minima or centre:
+        pts.update(_graded(lo, c, w, "hi"))
+        pts.update(_graded(c, hi, w, "lo"))
+        pts.add(c)
+    pts.update(p for p in _graded(lo, hi, w, "lo") if p < 0.5 * (lo + hi))
+    pts.update(p for p in _graded(lo, hi, w, "hi") if p > 0.5 * (lo + hi))
+    pts = sorted(p for p in pts if lo <= p <= hi)
+    return list(zip(pts[:-1], pts[1:], strict=False))
 
 
 def _integrate(f, lo: float, hi: float, eta: float, kappa0: float) -> np.ndarray:
     """∫_lo^hi F(x, g(x)) dx for a vector-valued F (last axis), piecewise (see :func:`_pieces`)."""
-    return sum(_integrate_piece(f, a, b, eta, kappa0) for a, b in _pieces(lo, hi, eta))
+    return sum(_integrate_piece(f, a, b, eta, kappa0) for a, b in _pieces(lo, hi, eta, kappa0))
 
 
 def _integrate_piece(f, lo: float, hi: float, eta: float, kappa0: float) -> np.ndarray:

@@ -114,3 +114,44 @@ def extrapolate(sim: pd.DataFrame, column: str, by: list[str] | None = None) -> 
             row[f"{column}_inf_se"] = np.nan
         out.append(row)
     return pd.DataFrame(out)
+
+
+def agreement_table(
+    sim: pd.DataFrame, theory: pd.DataFrame, keys: list[str], observables: list[str]
+) -> pd.DataFrame:
+    r"""Simulation (extrapolated to D → ∞) against theory, one row per (point, observable).
+
+    ``theory`` may hold several Monte-Carlo seeds per point: the theory value is their mean and
+    ``theory_se`` their standard error. Columns: the ``keys``, ``observable``, ``sim_D{D}``,
+    ``sim_se_D{D}``, ``sim_inf``, ``sim_inf_se``, ``dof``, ``theory``, ``theory_se`` and
+    ``z = (sim_inf − theory)/√(sim_inf_se² + theory_se²)``.
+    """
+    tables = []
+    for col in observables:
+        ex = extrapolate(sim, col, by=keys)
+        th = theory.groupby(keys, sort=False, dropna=False)[col].agg(["mean", "std", "count"])
+        th = th.reset_index().rename(columns={"mean": "theory", "std": "theory_std"})
+        m = ex.merge(th, on=keys)
+        m["theory_se"] = m["theory_std"].fillna(0.0) / np.sqrt(m["count"])
+        m["z"] = (m[f"{col}_inf"] - m["theory"]) / np.sqrt(
+            m[f"{col}_inf_se"] ** 2 + m["theory_se"] ** 2
+        )
+        m = m.rename(
+            columns={
+                c: c.replace(f"{col}_", "sim_", 1) for c in m.columns if c.startswith(f"{col}_")
+            }
+        )
+        m.insert(len(keys), "observable", col)
+        tables.append(m.drop(columns=["theory_std", "count"]))
+    return pd.concat(tables, ignore_index=True)
+
+
+def check_agreement(
+    agreement: pd.DataFrame, family_error: float = 0.01
+) -> tuple[float, pd.DataFrame]:
+    """The Bonferroni Student-t threshold of :func:`agreement_threshold` for the comparisons of
+    an :func:`agreement_table` whose simulations vary (a zero spread, e.g. Q = 0 exactly at the
+    zero predictor, has no t statistic), and the rows above it."""
+    valid = agreement[agreement["sim_inf_se"] > 0]
+    threshold = agreement_threshold(len(valid), valid["dof"].min(), family_error)
+    return threshold, valid[np.abs(valid["z"]) >= threshold]

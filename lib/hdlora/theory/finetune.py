@@ -33,7 +33,7 @@ from hdlora.params import Params
 from hdlora.prox import pretrain_prox
 from hdlora.prox_finetune import finetune_prox
 from hdlora.symmetric import n_entries, to_matrix
-from hdlora.theory.pretrain import PretrainResult, channel_fields, pretrain
+from hdlora.theory.pretrain import PretrainResult, PretrainSamples, channel_fields, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ class FinetuneSamples:
 def side_fields(pre, Delta, T, g, zeta, activation, reuse):
     """(z*, z) as (n, T, T) matrices: law 𝒬 of eq. (13), or ℛ of eq. (17) when ``reuse``."""
 
-    class _S:
-        pass
-
-    s = _S()
-    s.g, s.zeta = g, zeta
-    z_star, z_tilde, _ = channel_fields(pre.Q, pre.M, pre.Q0, Delta, s, T)
+    z_star, z_tilde, _ = channel_fields(pre.Q, pre.M, pre.Q0, Delta, PretrainSamples(g, zeta), T)
     z = z_tilde
     info = {}
     if reuse and pre.V > 0:
