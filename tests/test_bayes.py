@@ -95,3 +95,16 @@ def test_limits_alpha_ft_to_zero_and_delta_to_infinity():
     assert tiny.q < 1e-2  # no fine-tuning data: no overlap with w*
     # Δ → ∞: the pre-training labels carry no information, Q_BO → κ0 (the spectrum's mean)
     assert bayes.overlap(P.replace(Delta=1e5))[0] == pytest.approx(P.kappa0, abs=1e-3)
+
+
+def test_corrected_bo_beats_the_trained_lora_with_the_same_side_information():
+    """Erratum in (95)–(96): only with the side-noise realisation in the data does the BO
+    overlap dominate the trained LoRA given the BO pre-training as side information."""
+    from hdlora.theory import EffectivePretraining, finetune as se_finetune
+
+    pre = bayes.pretrain(FT, n_mc=5000)
+    side = EffectivePretraining(Q0=pre.Q0, Q=pre.Q, M=pre.Q)
+    trained = se_finetune(FT.replace(lam_ft=0.2), side, n_mc=6000, progress=False)
+    corrected = bayes.finetune(FT, pre, n_out=600, n_inner=600, n_mc=5000)
+    printed = bayes.finetune(FT, pre, n_out=600, n_inner=600, n_mc=5000, noise_in_data=False)
+    assert corrected.overlap > trained.overlap > printed.overlap

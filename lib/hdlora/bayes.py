@@ -26,6 +26,14 @@ T-dimensional integral is a self-normalised Monte Carlo over K Gaussian draws (f
 common random numbers), so g'_out = (E_tilted[χ̃] − ω)/v; its error is reported by comparing K
 with K/2. q_BO is found by Brent's method on [0, 1). e = 1: q_BO = 1 for α' ≥ 1 (App. B.2).
 E'_BO (97) and o_BO = √(q_BO/q0) (98) follow.
+
+Erratum in (95)–(96): the observation is σ(z* + χ*χ*ᵀ − q0 I) with z* = z + h, h the
+realisation of the side noise ((1 + δ_ab) V_BO), so the likelihood pins χ̃χ̃ᵀ to χ*χ*ᵀ + h (up to
+s 11ᵀ) and the average in (95) runs over h as well. As printed, (96) uses χ*χ*ᵀ alone — data
+without their noise scored with a noisy likelihood — and the resulting "BO" overlap falls below
+that of the trained attention given the same side information (``05_bayes_optimal``), which a
+Bayes-optimal estimator cannot do. ``noise_in_data=True`` (default) is the corrected form,
+``False`` the printed one.
 """
 
 from __future__ import annotations
@@ -156,17 +164,20 @@ class BayesFinetuneResult:
     inner_error: float
 
 
-def _g_out(omega, chi_star, v, V_bo, xi):
-    """g'_out for each outer sample: (E_tilted[χ̃] − ω)/v with χ̃ = ω + √v ξ_k (eq. 96)."""
+def _g_out(omega, target, v, V_bo, xi):
+    """g'_out per outer sample: (E_tilted[χ̃] − ω)/v, χ̃ = ω + √v ξ_k, weights of eq. (96).
+
+    ``target`` (n, T, T) is what the observation pins χ̃χ̃ᵀ to, up to s 11ᵀ: χ*χ*ᵀ as printed in
+    (96), or χ*χ*ᵀ + h with the pre-training noise realisation h = z* − z (see :func:`finetune`).
+    The weight is exp(−(‖A‖²_F − (1ᵀA1)²/T²)/(4V_BO)), A = χ̃χ̃ᵀ − target.
+    """
     T = omega.shape[1]
     ct = omega[:, None, :] + math.sqrt(v) * xi[None, :, :]  # (n, K, T)
-    a = (ct**2).sum(-1)  # ‖χ̃‖² ; ‖χ̃χ̃ᵀ − χ*χ*ᵀ‖² = ‖χ̃‖⁴ − 2(χ̃·χ*)² + ‖χ*‖⁴
-    b = (chi_star**2).sum(-1)[:, None]
-    dot = (ct * chi_star[:, None, :]).sum(-1)
-    frob = a * a - 2 * dot * dot + b * b
-    s_t = ct.sum(-1) ** 2
-    s_s = chi_star.sum(-1)[:, None] ** 2
-    logw = -frob / (4 * V_bo) + (s_t - s_s) ** 2 / (4 * T * T * V_bo)
+    a = (ct**2).sum(-1)
+    quad = np.einsum("nki,nij,nkj->nk", ct, target, ct)
+    frob = a * a - 2 * quad + (target**2).sum(axis=(1, 2))[:, None]
+    ones = (ct.sum(-1) ** 2) - target.sum(axis=(1, 2))[:, None]
+    logw = -(frob - ones**2 / T**2) / (4 * V_bo)
     logw -= logw.max(axis=1, keepdims=True)
     w = np.exp(logw)
     w /= w.sum(axis=1, keepdims=True)
@@ -174,12 +185,13 @@ def _g_out(omega, chi_star, v, V_bo, xi):
     return (mean - omega) / v
 
 
-def _q_hat(q, params, V_bo, chi_s, zeta, xi, chunk=256):
+def _q_hat(q, params, V_bo, chi_s, zeta, xi, h, chunk=256):
     v = max(Q0_W - q, 1e-12)
     omega = q * chi_s + math.sqrt(max(q - q * q, 0.0)) * zeta  # Cov(χ*, χ) = q, Var χ = q (93)
+    target = chi_s[:, :, None] * chi_s[:, None, :] + h
     tot = 0.0
     for i in range(0, len(chi_s), chunk):
-        g = _g_out(omega[i : i + chunk], chi_s[i : i + chunk], v, V_bo, xi)
+        g = _g_out(omega[i : i + chunk], target[i : i + chunk], v, V_bo, xi)
         tot += (g * g).sum()
     return params.alpha_ft * tot / len(chi_s)
 
@@ -191,8 +203,12 @@ def finetune(
     n_inner: int = 2000,
     n_mc: int = 200_000,
     seed: int = 0,
+    noise_in_data: bool = True,
 ) -> BayesFinetuneResult:
-    """BO fine-tuning: q_BO (eqs. 92, 95, 96), E'_BO (97), o_BO (98)."""
+    """BO fine-tuning: q_BO (eqs. 92, 95, 96), E'_BO (97), o_BO (98).
+
+    ``noise_in_data``: average (95) over the side-noise realisation (corrected form, default) or
+    not (eq. 96 as printed); see the module docstring."""
     output_count(params.T, params.activation)  # softmax only
     pre = pre if pre is not None else pretrain(params, n_mc=n_mc, seed=seed)
     T = params.T
@@ -211,14 +227,18 @@ def finetune(
     else:
         chi_s, zeta = rng.standard_normal((2, n_out, T))
         xi = rng.standard_normal((n_inner, T))
+        h = np.zeros((n_out, T, T))
+        if noise_in_data:  # the realisation h = z* − z of the side noise, (1 + δ_ab) V_BO
+            hh = rng.standard_normal((n_out, T, T)) * math.sqrt(V_bo / 2)
+            h = hh + np.swapaxes(hh, 1, 2)
 
         def f(q):
-            qh = _q_hat(q, params, V_bo, chi_s, zeta, xi)
+            qh = _q_hat(q, params, V_bo, chi_s, zeta, xi, h)
             return q - qh / (1 + qh)
 
         q = brentq(f, 0.0, 1 - 1e-9, xtol=1e-10)
-        q_hat = _q_hat(q, params, V_bo, chi_s, zeta, xi)
-        q_hat_half = _q_hat(q, params, V_bo, chi_s, zeta, xi[: n_inner // 2])
+        q_hat = _q_hat(q, params, V_bo, chi_s, zeta, xi, h)
+        q_hat_half = _q_hat(q, params, V_bo, chi_s, zeta, xi[: n_inner // 2], h)
         inner_err = abs(q_hat - q_hat_half)
     # E'_BO (97): (z*, z) from (90), (χ*, χ) from (93)
     s = multiplicity(T)
