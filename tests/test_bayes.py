@@ -100,7 +100,8 @@ def test_limits_alpha_ft_to_zero_and_delta_to_infinity():
 def test_corrected_bo_beats_the_trained_lora_with_the_same_side_information():
     """Erratum in (95)–(96): only with the side-noise realisation in the data does the BO
     overlap dominate the trained LoRA given the BO pre-training as side information."""
-    from hdlora.theory import EffectivePretraining, finetune as se_finetune
+    from hdlora.theory import EffectivePretraining
+    from hdlora.theory import finetune as se_finetune
 
     pre = bayes.pretrain(FT, n_mc=5000)
     side = EffectivePretraining(Q0=pre.Q0, Q=pre.Q, M=pre.Q)
