@@ -11,6 +11,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hdlora-installed
 KERNEL := hdlora
 PROFILE ?= quick
+# RECOMPUTE=True ignores the simulation/theory tables cached in data/ (default: replot them)
+RECOMPUTE ?= False
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
 
 .DEFAULT_GOAL := figures
@@ -31,7 +33,7 @@ figures: $(STAMP)
 	  name=$$(basename $$nb .py); echo "== $$name (profile $(PROFILE))"; \
 	  $(BIN)/jupytext --to ipynb -o - $$nb 2>/dev/null \
 	    | $(BIN)/papermill - build/executed/$$name.ipynb -k $(KERNEL) -l python \
-	        -p profile $(PROFILE) --log-level WARNING; \
+	        -p profile $(PROFILE) -p recompute $(RECOMPUTE) --log-level ERROR; \
 	done
 
 # Unit tests, then the notebooks (profile smoke) under nbval, in one pytest run.
