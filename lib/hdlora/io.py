@@ -58,9 +58,10 @@ def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
     out = []
     for ext in ("pdf", "png"):
         target = stem.with_suffix(f".{ext}")
-        out.append(
-            _atomic(
-                target, lambda tmp, e=ext: fig.savefig(tmp, format=e, dpi=150, bbox_inches="tight")
-            )
-        )
+        meta = {"CreationDate": None} if ext == "pdf" else {}  # same run, same bytes
+
+        def write(tmp, e=ext, m=meta):
+            fig.savefig(tmp, format=e, dpi=150, bbox_inches="tight", metadata=m)
+
+        out.append(_atomic(target, write))
     return out

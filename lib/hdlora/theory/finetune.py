@@ -255,36 +255,30 @@ def finetune(
     x = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
     if project(x) is None or x[0] <= 0:
         raise ValueError(f"x0 = (m, q, v) must satisfy m > 0, q > m², v > 0; got {tuple(x)}")
-    fp = solve(
-        G,
-        x,
-        tol=tol,
-        max_iter=max_iter,
-        damping=damping,
-        project=project,
-        progress=progress,
-        desc=f"finetune SE lam_ft={params.lam_ft:g}",
-    )
-    m, q, v = fp.x
-    m_hat, q_hat, v_hat, r, _ = output_channel(m, q, v, cache["chi"])
-    changed = float(np.abs(r.chi - cache["chi"]).max())
-    if fp.converged and changed > 1e-8:  # another start found a better proximal: resolve
-        log.info("finetune: a better proximal found by another start (change %.2e)", changed)
-        cache["chi"] = r.chi
-        fp2 = solve(
+    n_iter = 0
+    for _round in range(3):
+        fp = solve(
             G,
-            fp.x,
+            x,
             tol=tol,
-            max_iter=max_iter,
+            max_iter=max_iter - n_iter,
             damping=damping,
             project=project,
             progress=progress,
             desc=f"finetune SE lam_ft={params.lam_ft:g}",
         )
-        fp2.n_iter += fp.n_iter
-        fp = fp2
-        m, q, v = fp.x
-        m_hat, q_hat, v_hat, r, _ = output_channel(m, q, v, cache["chi"])
+        n_iter += fp.n_iter
+        x = fp.x
+        # final evaluation from every start (±χ̃ and the warm start): if another start found a
+        # better proximal, the fixed point is solved again from there
+        m_hat, q_hat, v_hat, r, _ = output_channel(*x, cache["chi"])
+        changed = float(np.abs(r.chi - cache["chi"]).max())
+        cache["chi"] = r.chi
+        if not fp.converged or changed < 1e-8 or n_iter >= max_iter:
+            break
+        log.info("finetune: a better proximal found by another start (change %.2e)", changed)
+    fp.n_iter = n_iter
+    m, q, v = x
     (E, E_se), (L, L_se), (F, F_se) = errors(params, pre, samples, m, q, r.chi, zs_tr, z_tr)
     Hpsi = -r.hessian
     Mrep = np.linalg.inv(v * Hpsi) + np.eye(T)
