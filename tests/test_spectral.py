@@ -53,13 +53,19 @@ def test_J_and_derivatives(eta, eps, kappa0):
     assert J == pytest.approx(Jq, abs=1e-10)
     assert J2 == pytest.approx(J2q, abs=1e-10)
 
-    # J1 against a Richardson-extrapolated central difference (error O(h^4))
-    def d(h):
-        return (spectral.J(eta + h, eps, kappa0)[0] - spectral.J(eta - h, eps, kappa0)[0]) / (2 * h)
+    # J1 and J2 against central differences of J, twice Richardson-extrapolated (error O(h⁶))
+    def d(h, wrt):
+        if wrt == "eta":
+            return (spectral.J(eta + h, eps, kappa0)[0] - spectral.J(eta - h, eps, kappa0)[0]) / (
+                2 * h
+            )
+        return (spectral.J(eta, eps + h, kappa0)[0] - spectral.J(eta, eps - h, kappa0)[0]) / (2 * h)
 
-    h = 1e-3 * eta
-    fd = (4 * d(h / 2) - d(h)) / 3
-    assert J1 == pytest.approx(fd, abs=1e-8)
+    for wrt, exact in (("eta", J1), ("eps", J2)):
+        h = 0.02 * eta
+        d1, d2, d3 = d(h, wrt), d(h / 2, wrt), d(h / 4, wrt)
+        r1, r2 = (4 * d2 - d1) / 3, (4 * d3 - d2) / 3
+        assert exact == pytest.approx((16 * r2 - r1) / 15, abs=1e-10)
 
 
 def test_eps_below_the_support_is_exact_and_continuous():
@@ -83,8 +89,8 @@ def test_vectorised_over_arrays():
 
 
 def test_against_eigenvalues_of_a_finite_matrix():
-    """μ_η against the spectrum of S*/√D + η·GOE (semicircle of radius 2η) at D = 1500."""
-    D, kappa0, eta = 1500, 0.5, 0.3
+    """μ_η against the spectrum of S*/√D + η·GOE (semicircle of radius 2η) at D = 2000."""
+    D, kappa0, eta = 2000, 0.5, 0.3
     rng = np.random.default_rng(0)
     P0 = int(kappa0 * D)
     W = rng.standard_normal((D, P0))
