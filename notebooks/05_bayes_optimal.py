@@ -64,8 +64,8 @@ n_mc_se = choose(profile, smoke=3000, quick=30000, paper=100000)
 #
 # Check: at finite $D$ the optimal rotationally invariant estimator (Bun, Allez, Bouchaud,
 # Potters) keeps the eigenvectors of $Y$ and maps each eigenvalue to $\lambda-2\Delta\,h_Y(\lambda)$,
-# $h_Y$ the Hilbert transform of $\rho_Y$ (`Re g` in `hdlora.spectral`; the few eigenvalues that a
-# finite $D$ puts just past an edge use the edge value). Its error
+# $h_Y$ the Hilbert transform of $\rho_Y$ (`Re g` in `hdlora.spectral`, also right for the few
+# eigenvalues that a finite $D$ puts just past an edge). Its error
 # $D^{-1}\|\hat S-S^*/\sqrt D\|_F^2$ is compared with $\mathrm{mmse}$ under both readings.
 
 # %%
@@ -79,10 +79,7 @@ for kappa0, Delta_noise in [(1.0, 0.5), (0.5, 0.2), (1.0, 2.0)]:
     Y = S + math.sqrt(Delta_noise) * (A + A.T) / math.sqrt(2 * D_rie)
     lam, U = np.linalg.eigh(Y)
     eta = math.sqrt(Delta_noise)
-    sup = spectral.support(eta, kappa0)
-    inset = 1e-9 * (sup[-1][1] - sup[0][0])  # finite-D eigenvalues just past an edge
-    inside = np.clip(lam, sup[0][0] + inset, sup[-1][1] - inset)
-    xi = lam - 2 * Delta_noise * spectral.stieltjes(inside, eta, kappa0).real
+    xi = lam - 2 * Delta_noise * spectral.stieltjes(lam, eta, kappa0).real
     S_hat = (U * xi) @ U.T
     err = ((S_hat - S) ** 2).sum() / D_rie
     Q_hat = 1 / Delta_noise

@@ -143,3 +143,25 @@ def test_bad_input_is_named():
         spectral.J(0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="kappa0"):
         spectral.J(0.5, 1.0, -1.0)
+
+
+def test_stieltjes_off_the_support_is_the_right_branch():
+    """Off the support g(x) = ∫ρ(y)/(x − y)dy is real: against scipy quadrature, also in the gap
+    between the atom's bump and the bulk (κ0 < 1) and just past the edges."""
+    for eta, kappa0 in [(1.4, 1.0), (0.1, 0.5)]:
+        sup = spectral.support(eta, kappa0)
+        xs = [sup[0][0] - 3.0, sup[0][0] - 1e-3, sup[-1][1] + 1e-3, sup[-1][1] + 3.0]
+        if len(sup) > 1:
+            xs.append(0.5 * (sup[0][1] + sup[1][0]))
+        g = spectral.stieltjes(np.array(xs), eta, kappa0)
+        for x, gx in zip(xs, g, strict=True):
+            ref = sum(
+                integrate.quad(
+                    lambda y, x=x, e=eta, k=kappa0: spectral.density(y, e, k) / (x - y),
+                    lo,
+                    hi,
+                    limit=200,
+                )[0]
+                for lo, hi in sup
+            )
+            assert gx.imag == 0 and gx.real == pytest.approx(ref, abs=1e-8)

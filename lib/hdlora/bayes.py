@@ -49,7 +49,9 @@ from hdlora import spectral
 from hdlora.activations import activation as activation_fn
 from hdlora.observables import Observables
 from hdlora.params import Params
-from hdlora.symmetric import multiplicity, n_entries, to_matrix
+from hdlora.symmetric import n_entries, to_matrix
+from hdlora.theory.pretrain import PretrainSamples, channel_fields
+from hdlora.theory.pretrain import errors as se_errors
 
 log = logging.getLogger(__name__)
 
@@ -124,27 +126,12 @@ def pretrain(params: Params, n_mc: int = 200_000, seed: int = 0) -> BayesPretrai
     """BO pre-training: Q_BO (eqs. 87, 89), its MMSE and the test error E_BO (eqs. 90–91)."""
     Q, Q_hat, perfect, n_roots = overlap(params)
     Q0 = params.Q0
-    A0 = Q0 + params.Delta / 2
-    T = params.T
+    # the channel (90) is the test law 𝒬 of eq. (13) with M = Q = Q_BO
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
-    s = multiplicity(T)
-    g, zeta = rng.standard_normal((2, int(n_mc), n_entries(T)))
-    # (z*, z) with Var z* = s A0, Var z = Cov(z, z*) = s Q (eq. 90): z = √Q g', z* = z + √(A0−Q) ζ
-    z = np.sqrt(s * Q) * g
-    z_star = z + np.sqrt(s * max(A0 - Q, 0.0)) * zeta
-    sigma = activation_fn(params.activation)
-    e = ((sigma(to_matrix(z, T)) - sigma(to_matrix(z_star, T))) ** 2).sum(axis=(1, 2))
-    return BayesPretrainResult(
-        params,
-        Q0,
-        Q,
-        Q_hat,
-        Q0 - Q,
-        float(e.mean()),
-        float(e.std(ddof=1) / math.sqrt(len(e))),
-        perfect,
-        n_roots,
-    )
+    g, zeta = rng.standard_normal((2, int(n_mc), n_entries(params.T)))
+    z_star, z, _ = channel_fields(Q, Q, Q0, params.Delta, PretrainSamples(g, zeta), params.T)
+    E, E_se = se_errors(z_star, z, params)
+    return BayesPretrainResult(params, Q0, Q, Q_hat, Q0 - Q, E, E_se, perfect, n_roots)
 
 
 Q0_W = 1.0  # q0 = D⁻¹‖w*‖² → 1
@@ -240,11 +227,9 @@ def finetune(
         q_hat = _q_hat(q, params, V_bo, chi_s, zeta, xi, h)
         q_hat_half = _q_hat(q, params, V_bo, chi_s, zeta, xi[: n_inner // 2], h)
         inner_err = abs(q_hat - q_hat_half)
-    # E'_BO (97): (z*, z) from (90), (χ*, χ) from (93)
-    s = multiplicity(T)
+    # E'_BO (97): (z*, z) from (90), (χ*, χ) from (93); the student is shifted by −q0 I
     g, zt = rng.standard_normal((2, int(n_mc), n_entries(T)))
-    z = np.sqrt(s * pre.Q) * g
-    z_star = z + np.sqrt(s * max(V_bo, 0.0)) * zt
+    z_star, z, _ = channel_fields(pre.Q, pre.Q, pre.Q0, params.Delta, PretrainSamples(g, zt), T)
     cs, cz = rng.standard_normal((2, int(n_mc), T))
     c = q * cs + math.sqrt(max(q - q * q, 0.0)) * cz
     eye = np.eye(T)

@@ -34,7 +34,7 @@ Centering = Literal["population", "empirical"]
 CENTERINGS = ("population", "empirical")
 
 #: Independent random streams of one experiment (one seed → the same numbers everywhere).
-STREAMS = ("teacher", "pretrain", "finetune", "test_pretrain", "test_finetune", "init")
+STREAMS = ("teacher", "pretrain", "finetune", "test_pretrain", "test_finetune")
 
 
 def generators(seed: int) -> dict[str, torch.Generator]:

@@ -67,23 +67,6 @@ class Observables:
         if not isinstance(self.params, Params):
             raise ValueError(f"params must be a hdlora.Params, got {type(self.params).__name__}")
 
-    OBSERVABLE_FIELDS = (
-        "test_error",
-        "train_error",
-        "ft_test_error",
-        "ft_train_error",
-        "overlap",
-        "forgetting_error",
-        "Q0",
-        "Q",
-        "M",
-        "V",
-        "q0",
-        "q",
-        "m",
-        "v",
-    )
-
     def to_dict(self) -> dict:
         """Flat row: parameters, observables, metadata, then ``info`` keys prefixed ``info_``."""
         row = dict(self.params.to_dict())

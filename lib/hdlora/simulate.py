@@ -220,8 +220,8 @@ class Experiment:
 
     # ------------------------------------------------------------------ measurements
     @torch.no_grad()
-    def order_parameters(self, W_hat: torch.Tensor, w_hat: torch.Tensor) -> dict[str, float]:
-        r"""Q0, Q, M of eq. (8) and q0, q, m of eq. (9) at this D.
+    def order_parameters(self, W_hat: torch.Tensor, w_hat: torch.Tensor | None) -> dict[str, float]:
+        r"""Q0, Q, M of eq. (8) and q0, q, m of eq. (9) at this D (q, m only with ŵ).
 
         D⁻² Tr Ŝ² = ‖ŴᵀŴ‖²_F/(P D²), D⁻² Tr ŜS* = ‖ŴᵀW*‖²_F/(√(P P0) D²),
         Q0 = ‖W*ᵀW*‖²_F/(P0 D²).
@@ -229,45 +229,52 @@ class Experiment:
         D, P = W_hat.shape
         W_star, w_star = self.teacher.W_star, self.teacher.w_star
         P0 = W_star.shape[1]
-        return {
+        out = {
             "Q0": float((W_star.T @ W_star).square().sum()) / (P0 * D**2),
             "Q": float((W_hat.T @ W_hat).square().sum()) / (P * D**2),
             "M": float((W_hat.T @ W_star).square().sum()) / ((P * P0) ** 0.5 * D**2),
             "q0": float(w_star @ w_star) / D,
-            "q": float(w_hat @ w_hat) / D,
-            "m": float(w_hat @ w_star) / D,
         }
+        if w_hat is not None:
+            out |= {"q": float(w_hat @ w_hat) / D, "m": float(w_hat @ w_star) / D}
+        return out
 
     @torch.no_grad()
-    def errors(self, W_hat: torch.Tensor, w_hat: torch.Tensor) -> dict[str, float]:
-        """ℰ, ℒ/N on the pre-training sets; ℰ', ℒ'/N' on the fine-tuning sets; ℰ'' (eq. 84)."""
+    def errors(self, W_hat: torch.Tensor, w_hat: torch.Tensor | None) -> dict[str, float]:
+        """ℰ, ℒ/N on the pre-training sets; with ŵ also ℰ', ℒ'/N' and ℰ'' (eq. 84)."""
         p, c = self.params, self.centering
         # the model's own centring: population, or the empirical mean over its training set
         ref_pre = ref_ft = None
-        A_ft_train = frozen_preactivation(self.ft.X, W_hat)
         if c == "empirical":
             ref_pre = frozen_preactivation(self.train.X, W_hat).mean(dim=0)
-            chi = self.ft.X @ w_hat / self.D**0.5
-            ref_ft = (A_ft_train + chi[:, :, None] * chi[:, None, :]).mean(dim=0)
 
         def pre(data):
             return sample_errors(pretrain_preactivation(data.X, W_hat, c, ref_pre), data, p)
+
+        test = pre(self.test)
+        out = {
+            "test_error": float(test.mean()),
+            "train_error": float(pre(self.train).mean()),
+            "test_error_se": float(test.std() / self.n_test**0.5),
+        }
+        if w_hat is None:
+            return out
+        A_ft_train = frozen_preactivation(self.ft.X, W_hat)
+        if c == "empirical":
+            chi = self.ft.X @ w_hat / self.D**0.5
+            ref_ft = (A_ft_train + chi[:, :, None] * chi[:, None, :]).mean(dim=0)
 
         def fine(data, A=None):
             A = frozen_preactivation(data.X, W_hat) if A is None else A
             z = finetune_preactivation(A, data.X, W_hat, w_hat, c, ref_ft)
             return sample_errors(z, data, p)
 
-        test = pre(self.test)
         test_ft = fine(self.test_ft)
         forget = fine(self.test)  # fine-tuned model on fresh pre-training samples, eq. (84)
-        return {
-            "test_error": float(test.mean()),
-            "train_error": float(pre(self.train).mean()),
+        return out | {
             "ft_test_error": float(test_ft.mean()),
             "ft_train_error": float(fine(self.ft, A_ft_train).mean()),
             "forgetting_error": float(forget.mean()),
-            "test_error_se": float(test.std() / self.n_test**0.5),
             "ft_test_error_se": float(test_ft.std() / self.n_test**0.5),
             "forgetting_error_se": float(forget.std() / self.n_test**0.5),
         }
@@ -283,22 +290,8 @@ class Experiment:
 
         ``w_hat=None`` measures the pre-training only (fine-tuning fields NaN)."""
         pre_only = w_hat is None
-        if pre_only:
-            w_hat = torch.zeros(self.D, device=self.device, dtype=self.dtype)
         op = self.order_parameters(W_hat, w_hat)
         err = self.errors(W_hat, w_hat)
-        if pre_only:
-            for key in (
-                "ft_test_error",
-                "ft_train_error",
-                "forgetting_error",
-                "ft_test_error_se",
-                "forgetting_error_se",
-                "q",
-                "m",
-            ):
-                err.pop(key, None)
-                op.pop(key, None)
         info = {
             "n_test": self.n_test,
             "centering": self.centering,

@@ -78,23 +78,54 @@ def _roots(x, eta, kappa0):
     return r.reshape(x.shape + (3,))
 
 
-def stieltjes(x, eta: float, kappa0: float):
-    r"""g(x) on the support of μ_η, with Im g = π ρ_η(x) ≥ 0 (complex array of x's shape).
-
-    Re g(x) is the Hilbert transform p.v.∫ρ_η(y)/(x − y)dy. Off the support the imaginary part is
-    0 and the real part is one real root of the cubic (not necessarily the Stieltjes branch).
-    """
-    _check(eta, kappa0)
-    x = np.asarray(x, dtype=float)
+def _g_support(x, eta, kappa0):
+    """The root with the largest |Im| (the Stieltjes branch on the support), Im ≥ 0."""
     r = _roots(x, eta, kappa0)
     k = np.argmax(np.abs(r.imag), axis=-1)
     g = np.take_along_axis(r, k[..., None], axis=-1)[..., 0]
     return g.real + 1j * np.abs(g.imag)
 
 
+def stieltjes(x, eta: float, kappa0: float):
+    r"""g(x) = ∫ μ_η(dy)/(x − y) with Im g = π ρ_η(x) ≥ 0 (complex array of x's shape).
+
+    On the support Re g(x) is the Hilbert transform p.v.∫ρ_η(y)/(x − y)dy and the branch is the
+    complex root of the cubic. Off the support g is real and is the real root of the cubic
+    closest to a direct quadrature of ∫ρ_η(y)/(x − y)dy (the quadrature only picks the root).
+    """
+    _check(eta, kappa0)
+    x = np.asarray(x, dtype=float)
+    g = _g_support(x, eta, kappa0)
+    sup = support(eta, kappa0)
+    inside = np.zeros(x.shape, dtype=bool)
+    for lo, hi in sup:
+        inside |= (x > lo) & (x < hi)
+    off = ~inside
+    if off.any():
+        r = _roots(x[off], eta, kappa0).real
+        ref = np.array(
+            [
+                sum(
+                    _integrate(
+                        lambda y, gy, x0=x0: (np.abs(gy.imag) / np.pi / (x0 - y))[:, None],
+                        lo,
+                        hi,
+                        eta,
+                        kappa0,
+                    )[0]
+                    for lo, hi in sup
+                )
+                for x0 in x[off]
+            ]
+        )
+        k = np.argmin(np.abs(r - ref[:, None]), axis=-1)
+        g[off] = np.take_along_axis(r, k[:, None], axis=-1)[:, 0]
+    return g
+
+
 def density(x, eta: float, kappa0: float):
     """Density ρ_η(x) of μ_η = μ0 ⊞ μ_sc,η (array of x's shape)."""
-    return np.abs(stieltjes(x, eta, kappa0).imag) / np.pi
+    return np.abs(_g_support(np.asarray(x, dtype=float), eta, kappa0).imag) / np.pi
 
 
 @functools.lru_cache(maxsize=256)
@@ -200,7 +231,7 @@ def _integrate_piece(f, lo: float, hi: float, eta: float, kappa0: float) -> np.n
         theta, w = _gauss(n)
         x = lo + (hi - lo) * (1 - np.cos(theta)) / 2
         jac = (hi - lo) * np.sin(theta) / 2
-        g = stieltjes(x, eta, kappa0)
+        g = _g_support(x, eta, kappa0)
         val = np.tensordot(w * jac, f(x, g), axes=(0, 0))
         if prev is not None and np.all(np.abs(val - prev) <= _RTOL * (1 + np.abs(val))):
             return val

@@ -119,10 +119,12 @@ def output_channel_at_origin(Q0, params: Params, samples: PretrainSamples) -> Ou
     return OutputChannel(float(M_hat), float(Q_hat), float(V_hat), z_star, zero, prox)
 
 
-def threshold_lambda(params: Params, samples: PretrainSamples) -> float:
+def threshold_lambda(
+    params: Params, samples: PretrainSamples, origin: OutputChannel | None = None
+) -> float:
     r"""λ_c above which Ŵ = 0 is a fixed point: ε(0) = 2√κλ/M̂(0) ≥ the upper edge of
-    μ_{η(0)}, with the conjugates of :func:`output_channel_at_origin`."""
-    oc = output_channel_at_origin(params.Q0, params, samples)
+    μ_{η(0)}, with the conjugates ``origin`` of :func:`output_channel_at_origin`."""
+    oc = origin if origin is not None else output_channel_at_origin(params.Q0, params, samples)
     eta = math.sqrt(oc.Q_hat) / oc.M_hat
     edge = spectral.support(eta, params.kappa0)[-1][1]
     return oc.M_hat * edge / (2 * math.sqrt(params.kappa))
@@ -277,10 +279,7 @@ def pretrain(
     Q0 = params.Q0
     A0 = Q0 + params.Delta / 2
     origin = output_channel_at_origin(Q0, params, samples)
-    eta0 = math.sqrt(origin.Q_hat) / origin.M_hat
-    lam_c = (
-        origin.M_hat * spectral.support(eta0, params.kappa0)[-1][1] / (2 * math.sqrt(params.kappa))
-    )
+    lam_c = threshold_lambda(params, samples, origin)
     cache: dict = {"h": None}
 
     def G(x):
