@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from hdlora import Params
-from hdlora.reference import pretrain_prox_per_sample
+from hdlora.theory.reference import pretrain_prox_per_sample
 from hdlora.theory import pretrain
 from hdlora.theory.pretrain import PretrainSamples, channel_fields
 

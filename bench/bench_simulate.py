@@ -15,8 +15,8 @@ import time
 import torch
 
 from hdlora import Params
-from hdlora.losses import pretrain_objective
-from hdlora.simulate import Experiment
+from hdlora.model.losses import pretrain_objective
+from hdlora.simulation.experiment import Experiment
 
 
 def timeit(fn, repeat=20):

@@ -4,7 +4,7 @@ Pre-training + fine-tuning state evolution, softmax, T = 3, κ0 = κ = 1, Δ = 0
 α' = 3, λ = 0.1, λ' = 0.5, n_mc = 30000, tolerance 1e-6: target ≤ 10 s on a 2-core CPU. In the
 same run the per-sample way — one ``scipy.optimize.minimize`` per Monte-Carlo sample for each
 proximal (BFGS with the same analytic gradients) — is timed on a subset at the fixed point and
-extrapolated to n_mc (`hdlora.reference`), and the ratios are printed.
+extrapolated to n_mc (`hdlora.theory.reference`), and the ratios are printed.
 
 Run: .venv/bin/python bench/bench_state_evolution.py
 """
@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from hdlora import Params
-from hdlora.reference import finetune_prox_per_sample, pretrain_prox_per_sample
+from hdlora.theory.reference import finetune_prox_per_sample, pretrain_prox_per_sample
 from hdlora.theory import finetune, pretrain
 from hdlora.theory.finetune import FinetuneSamples, side_fields
 from hdlora.theory.pretrain import PretrainSamples, channel_fields
@@ -45,7 +45,7 @@ def main() -> None:
         f"converged={pre.converged and ft.converged}"
     )
 
-    # per-sample scipy proximals of both stages at their fixed points (hdlora.reference),
+    # per-sample scipy proximals of both stages at their fixed points (hdlora.theory.reference),
     # from one start each (the batched solvers warm-start between iterations)
     T = p.T
     pre_samples = PretrainSamples.draw(n_mc, T, 0)

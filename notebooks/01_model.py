@@ -39,11 +39,11 @@ import pandas as pd
 import torch
 
 from hdlora import Params
-from hdlora.data import draw_noise
-from hdlora.io import output_dirs, save_figure, write_table
-from hdlora.losses import pretrain_preactivation
-from hdlora.profiles import choose
-from hdlora.simulate import Experiment
+from hdlora.model.data import draw_noise
+from hdlora.harness.io import output_dirs, save_figure, write_table
+from hdlora.model.losses import pretrain_preactivation
+from hdlora.harness.profiles import choose
+from hdlora.simulation.experiment import Experiment
 
 logging.basicConfig(level=logging.WARNING)
 data_dir, fig_dir = output_dirs(profile)
@@ -86,7 +86,7 @@ D_list = choose(profile, smoke=[10, 40, 160], quick=[10, 40, 160, 640, 2560],
 #
 # **Centring.** Eq. (1) calls $\mathbb E_XA$ an empirical mean over the set; the theory uses its
 # population value, eq. (34): $(\mathbb E_XA)_{ab}=\delta_{ab}D^{-1}\operatorname{Tr}(P^{-1/2}WW^\top+ww^\top)$.
-# The simulator (`hdlora.simulate`) uses the population value by default and offers the
+# The simulator (`hdlora.simulation.experiment`) uses the population value by default and offers the
 # empirical mean (`centering="empirical"`); the last section shows why the difference matters.
 
 # %% [markdown]
@@ -261,7 +261,7 @@ print({k: round(v, 4) for k, v in kurt.items()}, "(Gaussian: 0)")
 # state-evolution comparisons of the later notebooks extrapolate.
 
 # %%
-from hdlora.losses import sample_errors
+from hdlora.model.losses import sample_errors
 from hdlora.theory.pretrain import PretrainSamples, channel_fields, errors
 
 errs_sim = sample_errors(torch.as_tensor(z), exp.test, params).numpy()

@@ -17,7 +17,7 @@
 # $(Q, M, V)$, the fixed point of eqs. (46)–(54): Monte-Carlo averages of a proximal operator
 # (output channel) and free-probability integrals (input channel). This notebook builds each
 # piece, checks it numerically, and compares the state evolution with finite-$D$ simulations of
-# the attention (`hdlora.simulate`).
+# the attention (`hdlora.simulation.experiment`).
 #
 # Parameters (papermill): `profile` ∈ {smoke, quick, paper}, `seed`, `progress`, `recompute`
 # (ignore cached tables in `data/`).
@@ -39,19 +39,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from hdlora import Params, spectral
-from hdlora.activations import softmax_rows
-from hdlora.io import output_dirs, save_figure, write_table
-from hdlora.profiles import choose
-from hdlora.prox import pretrain_prox
-from hdlora.sweeps import (
+from hdlora import Params
+from hdlora.theory import spectral
+from hdlora.model.activations import softmax_rows
+from hdlora.harness.io import output_dirs, save_figure, write_table
+from hdlora.harness.profiles import choose
+from hdlora.theory.prox import pretrain_prox
+from hdlora.harness.tables import (
     agreement_table,
     cached,
     check_agreement,
     simulation_table,
     theory_table,
 )
-from hdlora.symmetric import multiplicity, to_matrix
+from hdlora.theory.symmetric import multiplicity, to_matrix
 from hdlora.theory import pretrain
 from hdlora.theory.pretrain import pretrain_observables
 
@@ -92,13 +93,13 @@ n_lam = choose(profile, smoke=4, quick=12, paper=20)
 # $$Q=\tfrac{\hat M^2}{\hat V^2}J,\qquad V=\tfrac{1}{2\hat V\eta}J_1,\qquad M=\tfrac{\hat M}{2\hat V}\big[2J-\eta J_1-\epsilon J_2\big],\qquad \eta=\tfrac{\sqrt{\hat Q}}{\hat M},\ \epsilon=\tfrac{2\sqrt\kappa\lambda}{\hat M}. \tag{52–54}$$
 #
 # `hdlora.theory.pretrain` solves this with one fixed set of Monte-Carlo samples (common random
-# numbers: the map is deterministic), an Anderson-accelerated fixed point (`hdlora.fixed_point`),
-# the batched Newton proximal (`hdlora.prox`) and the spectral functions (`hdlora.spectral`).
+# numbers: the map is deterministic), an Anderson-accelerated fixed point (`hdlora.theory.fixed_point`),
+# the batched Newton proximal (`hdlora.theory.prox`) and the spectral functions (`hdlora.theory.spectral`).
 
 # %% [markdown]
 # ## The spectral law $\mu_\eta$ and $J$
 #
-# The Stieltjes transform of $\mu_\eta$ solves a cubic (see `hdlora.spectral`); the density is
+# The Stieltjes transform of $\mu_\eta$ solves a cubic (see `hdlora.theory.spectral`); the density is
 # $|\operatorname{Im} g|/\pi$. Below, the density against the eigenvalues of
 # $S^*/\sqrt D+\eta\,\mathrm{GOE}$ at finite $D$, the moments, and $J$ against the eigenvalues.
 
@@ -210,7 +211,7 @@ write_table(rep.assign(profile=profile), data_dir / "pretrain_replicon_linear.cs
 
 # %% [markdown]
 # The identity behind point 1, $\int\!\!\int\frac{\zeta(x)-\zeta(y)}{x-y}\mathrm d\mu\,\mathrm d\mu=J_1/(2\eta)$,
-# checked by direct double quadrature (`hdlora.spectral` computes $J_1$ from the Hilbert transform):
+# checked by direct double quadrature (`hdlora.theory.spectral` computes $J_1$ from the Hilbert transform):
 
 # %%
 
@@ -266,7 +267,7 @@ write_table(agreement.assign(profile=profile), data_dir / "pretrain_validation_a
 # Agreement criterion, fixed before looking at the data: the statistic $z$ (extrapolated simulation
 # minus theory, over both standard errors) is Student-$t$ with the simulations' degrees of freedom;
 # all comparisons must stay below the Bonferroni threshold of a family-wise error of 1%
-# (`hdlora.sweeps.agreement_threshold`). With few seeds (the `smoke` profile) the test is weak;
+# (`hdlora.harness.tables.agreement_threshold`). With few seeds (the `smoke` profile) the test is weak;
 # `quick` and `paper` make it sharp. The zero-predictor point ($\lambda=1>\lambda_c$) has $Q=M=0$
 # at every $D$: its errors are plain sample means with no $1/D$ trend, and the extrapolation only
 # widens their error bar.

@@ -40,10 +40,10 @@ import numpy as np
 import pandas as pd
 
 from hdlora import Params
-from hdlora.activations import activation
-from hdlora.io import output_dirs, save_figure, write_table
-from hdlora.profiles import choose
-from hdlora.sweeps import (
+from hdlora.model.activations import activation
+from hdlora.harness.io import output_dirs, save_figure, write_table
+from hdlora.harness.profiles import choose
+from hdlora.harness.tables import (
     agreement_table,
     cached,
     check_agreement,
@@ -92,7 +92,7 @@ n_baseline = choose(profile, smoke=500_000, quick=8_000_000, paper=16_000_000)
 # **Stability (App. A.6, eq. 78).** $\alpha'\mathbb E\|(v\nabla^2\psi(\mathrm{prox}))^{-1}+I_T\|_F^2<1$.
 #
 # `hdlora.theory.finetune` solves this with common random numbers, the batched Newton proximal of
-# `hdlora.prox_finetune` (starts $\tilde\chi$ and $-\tilde\chi$, since $\psi$ is even in $\chi$
+# `hdlora.theory.prox_finetune` (starts $\tilde\chi$ and $-\tilde\chi$, since $\psi$ is even in $\chi$
 # when $\tilde\chi=0$) and the Anderson-accelerated fixed point. $m=0$ is an exact fixed point (the
 # $w\to-w$ symmetry); the iteration starts from $m>0$.
 

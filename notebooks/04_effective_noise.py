@@ -15,7 +15,7 @@
 #
 # For a linear $\sigma$ the frozen pre-training acts on the LoRA through one number: the variance
 # of $h=z-z^*$ (eq. 24). This notebook derives each effective noise of App. C, checks it against a
-# Monte Carlo of the underlying Gaussian variables (`hdlora.noise`), checks that the fine-tuning
+# Monte Carlo of the underlying Gaussian variables (`hdlora.theory.noise`), checks that the fine-tuning
 # state evolution depends on the pre-training only through $\Delta_{\rm eff}$, and records an
 # erratum of App. C.
 #
@@ -31,11 +31,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from hdlora import Params, noise
-from hdlora.io import output_dirs, write_table
-from hdlora.profiles import choose
-from hdlora.prox import pretrain_prox
-from hdlora.symmetric import multiplicity
+from hdlora import Params
+from hdlora.theory import noise
+from hdlora.harness.io import output_dirs, write_table
+from hdlora.harness.profiles import choose
+from hdlora.theory.prox import pretrain_prox
+from hdlora.theory.symmetric import multiplicity
 from hdlora.theory import EffectivePretraining, finetune
 
 data_dir, fig_dir = output_dirs(profile)
@@ -106,7 +107,7 @@ assert abs(gap - (M / math.sqrt(Q) - math.sqrt(Q)) ** 2) < 1e-12
 # $$z-z^*=\frac{\tilde z-z^*}{1+4V/T^2},$$
 # with exponent $-1$: App. C prints $(1+4VT^{-2})^{-2}$ here. The *variance* then carries the
 # square, eq. (107): $\operatorname{Var}(z_{ab}-z^*_{ab})=(1+\delta_{ab})\Delta_{\rm eff}/(1+4V/T^2)^2$,
-# which is eq. (27). Checked with the explicit proximal of `hdlora.prox`:
+# which is eq. (27). Checked with the explicit proximal of `hdlora.theory.prox`:
 
 # %%
 T, V = 3, 0.7

@@ -18,7 +18,7 @@
 # solves the input equation (87) — the MMSE of denoising $S^*/\sqrt D$ observed through a Gaussian
 # channel — and the softmax output equation (89). **Fine-tuning (App. B.2)**: with the residual
 # extensive part as side noise, $q_{\rm BO}$ solves (92) and (95) with the output partition
-# function (96). `hdlora.bayes` implements both.
+# function (96). `hdlora.theory.bayes` implements both.
 #
 # Parameters (papermill): `profile`, `seed`, `progress`.
 
@@ -38,9 +38,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from hdlora import Params, bayes, spectral
-from hdlora.io import output_dirs, save_figure, write_table
-from hdlora.profiles import choose
+from hdlora import Params
+from hdlora.theory import bayes, spectral
+from hdlora.harness.io import output_dirs, save_figure, write_table
+from hdlora.harness.profiles import choose
 from hdlora.theory import finetune, pretrain
 
 logging.basicConfig(level=logging.WARNING)
@@ -59,12 +60,12 @@ n_mc_se = choose(profile, smoke=3000, quick=30000, paper=100000)
 # $Q_0$ minus the MMSE of the denoising problem $Y=S^*/\sqrt D+\hat Q^{-1/2}Z$ (eq. 88), with
 # $\mathrm{mmse}(\Delta)=\Delta-\frac{4\pi^2}3\Delta^2\int\rho_Y^3$ and $\Delta=1/\hat Q$ the *variance*
 # of the noise. So $\mu_{1/\hat Q}$ is $\mu_0$ convolved with a semicircle of **variance** $1/\hat Q$
-# (radius $2/\sqrt{\hat Q}$), i.e. $\mu_\eta$ of `hdlora.spectral` with $\eta=\hat Q^{-1/2}$ — not a
+# (radius $2/\sqrt{\hat Q}$), i.e. $\mu_\eta$ of `hdlora.theory.spectral` with $\eta=\hat Q^{-1/2}$ — not a
 # semicircle of radius $1/\hat Q$ as the subscript, read like the $\mu_\eta$ of eq. (44), would say.
 #
 # Check: at finite $D$ the optimal rotationally invariant estimator (Bun, Allez, Bouchaud,
 # Potters) keeps the eigenvectors of $Y$ and maps each eigenvalue to $\lambda-2\Delta\,h_Y(\lambda)$,
-# $h_Y$ the Hilbert transform of $\rho_Y$ (`Re g` in `hdlora.spectral`, also right for the few
+# $h_Y$ the Hilbert transform of $\rho_Y$ (`Re g` in `hdlora.theory.spectral`, also right for the few
 # eigenvalues that a finite $D$ puts just past an edge). Its error
 # $D^{-1}\|\hat S-S^*/\sqrt D\|_F^2$ is compared with $\mathrm{mmse}$ under both readings.
 

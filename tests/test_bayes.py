@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from hdlora import Params, bayes
+from hdlora import Params
+from hdlora.theory import bayes
 
 P = Params(T=3, kappa0=1.0, Delta=0.5, alpha=0.1)
 

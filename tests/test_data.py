@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from hdlora.data import (
+from hdlora.model.data import (
     draw_noise,
     draw_teacher,
     finetune_set,

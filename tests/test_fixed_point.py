@@ -1,9 +1,8 @@
-import logging
-
 import numpy as np
 import pytest
 
-from hdlora.fixed_point import OutOfDomain, solve
+from hdlora.diagnostics import ConvergenceWarning
+from hdlora.theory.fixed_point import OutOfDomain, solve
 
 
 def test_solves_a_scalar_fixed_point():
@@ -24,10 +23,10 @@ def test_anderson_is_faster_than_damping_on_a_linear_map():
     assert fast.n_iter < slow.n_iter / 5
 
 
-def test_non_convergence_is_reported(caplog):
-    with caplog.at_level(logging.WARNING):
+def test_non_convergence_is_reported():
+    with pytest.warns(ConvergenceWarning, match="did not converge: max_iter reached"):
         r = solve(lambda x: x + 1.0, np.zeros(1), max_iter=5, progress=False)
-    assert not r.converged and r.n_iter == 5 and "did not converge" in caplog.text
+    assert not r.converged and r.n_iter == 5 and r.message == "max_iter reached"
 
 
 def test_backtracks_out_of_the_domain():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from hdlora.data import draw_teacher, finetune_set, generators, pretrain_set
-from hdlora.losses import finetune_objective, frozen_preactivation, pretrain_objective
+from hdlora.model.data import draw_teacher, finetune_set, generators, pretrain_set
+from hdlora.model.losses import finetune_objective, frozen_preactivation, pretrain_objective
 from hdlora.params import Params
 
 CASES = [(act, c) for act in ("softmax", "linear") for c in ("population", "empirical")]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hdlora import noise
-from hdlora.prox import pretrain_prox
-from hdlora.symmetric import multiplicity
+from hdlora.theory import noise
+from hdlora.theory.prox import pretrain_prox
+from hdlora.theory.symmetric import multiplicity
 
 DELTA, Q0, Q, M = 0.5, 2.0, 0.8, 1.0
 N = 400_000

@@ -59,9 +59,22 @@ def test_sizes_and_reuse_constraint():
 
 
 def test_observables_row_is_flat():
-    obs = Observables(Params(), "theory", test_error=0.3, n_mc=10, info={"n_iter": 4})
+    obs = Observables(params=Params(), source="theory", test_error=0.3, n_mc=10, info={"n_iter": 4})
     row = obs.to_dict()
     assert row["lam"] == 0.1 and row["test_error"] == 0.3 and row["info_n_iter"] == 4
     assert all(not isinstance(v, dict) for v in row.values())
     with pytest.raises(ValueError, match="source"):
-        Observables(Params(), "guess")
+        Observables(params=Params(), source="guess")
+
+
+def test_observables_are_built_by_keyword_and_read_in_one_line():
+    with pytest.raises(TypeError):
+        Observables(Params(), "theory")  # noqa: the record refuses positional fields
+    obs = Observables(
+        params=Params(), source="simulation", test_error=0.25, test_error_se=0.01, D=100
+    )
+    text = repr(obs)
+    assert "\n" not in text and "D=100" in text and "E=0.25±0.01" in text
+    assert "converged" in text and len(text) < 300
+    with pytest.raises(ValueError, match="source"):
+        Observables(params=Params(), source="sim")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from hdlora.activations import softmax_rows
-from hdlora.prox import _softmax_terms, pretrain_prox
-from hdlora.symmetric import multiplicity, to_matrix
+from hdlora.model.activations import softmax_rows
+from hdlora.theory.prox import _softmax_terms, pretrain_prox
+from hdlora.theory.symmetric import multiplicity, to_matrix
 
 T, L = 3, 6
 

@@ -1,11 +1,11 @@
-"""The batched proximals against the per-sample scipy reference (hdlora.reference)."""
+"""The batched proximals against the per-sample scipy reference (hdlora.theory.reference)."""
 
 import numpy as np
 
-from hdlora.prox import pretrain_prox
-from hdlora.prox_finetune import finetune_prox
-from hdlora.reference import finetune_prox_per_sample, pretrain_prox_per_sample
-from hdlora.symmetric import multiplicity
+from hdlora.theory.prox import pretrain_prox
+from hdlora.theory.prox_finetune import finetune_prox
+from hdlora.theory.reference import finetune_prox_per_sample, pretrain_prox_per_sample
+from hdlora.theory.symmetric import multiplicity
 
 
 def test_pretrain_prox_matches_the_reference():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from hdlora import spectral
+from hdlora.theory import spectral
 
 CASES = [(0.5, 1.0), (1e-3, 1.0), (0.05, 0.5), (1e-3, 0.5), (2.0, 2.0), (0.3, 0.5)]
 

@@ -5,8 +5,8 @@ import pytest
 from scipy.optimize import minimize
 
 from hdlora import Params
-from hdlora.prox_finetune import finetune_prox, loss_terms
 from hdlora.theory import EffectivePretraining, finetune, pretrain, state_evolution
+from hdlora.theory.prox_finetune import finetune_prox, loss_terms
 
 LIN = Params(T=3, Delta=0.5, alpha=0.1, alpha_ft=3, lam=0.1, lam_ft=0.5, activation="linear")
 SOFT = LIN.replace(activation="softmax")
@@ -47,7 +47,7 @@ def test_prox_is_the_best_of_many_starts():
     q, v = 0.5, 2.0
     r = finetune_prox(cs, ct, zs, z, q, v)
     assert r.n_failed == 0 and np.all(np.linalg.eigvalsh(r.hessian) > 0)
-    from hdlora.activations import softmax_rows
+    from hdlora.model.activations import softmax_rows
 
     for i in range(6):
         Y = softmax_rows(zs[i] + np.outer(cs[i], cs[i]) - np.eye(T))
@@ -89,7 +89,7 @@ def test_linear_fixed_point_converges_with_positive_m():
     r = finetune(LIN, pre, n_mc=3000, seed=0, progress=False)
     assert r.converged and r.m > 0 and 0 < r.overlap <= 1
     assert r.ft_train_error < r.ft_test_error
-    assert r.replicon_stable
+    assert r.ft_replicon_stable
 
 
 def test_state_evolution_fills_one_record():

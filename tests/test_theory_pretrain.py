@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from hdlora import Params
-from hdlora.symmetric import multiplicity
 from hdlora.theory import pretrain
 from hdlora.theory.pretrain import PretrainSamples, output_channel_at_origin, threshold_lambda
+from hdlora.theory.symmetric import multiplicity
 
 SOFT = Params(T=3, kappa0=1, kappa=1, Delta=0.5, alpha=0.1, lam=0.1)
 LIN = SOFT.replace(activation="linear", lam=0.3)
@@ -47,7 +47,7 @@ def test_above_lambda_c_the_zero_predictor_is_reached():
     samples = PretrainSamples.draw(20000, SOFT.T, 0)
     lam_c = threshold_lambda(SOFT, samples)
     above = pretrain(SOFT.replace(lam=1.5 * lam_c), n_mc=20000, seed=0, progress=False)
-    assert above.Q == 0 and "zero predictor" in above.info["message"]
+    assert above.Q == 0 and "zero predictor" in above.message
     below = pretrain(SOFT.replace(lam=0.3), n_mc=20000, seed=0, progress=False)
     assert below.Q > 0 and below.info["lambda_c"] == pytest.approx(lam_c)
 
@@ -72,6 +72,6 @@ def test_origin_conjugates_are_the_small_V_limit():
 
 
 def test_observables_record():
-    obs = pretrain(LIN, n_mc=2000, progress=False).observables()
+    obs = pretrain(LIN, n_mc=2000, progress=False)
     assert obs.source == "theory" and obs.n_mc == 2000 and np.isfinite(obs.V)
     assert math.isnan(obs.ft_test_error)

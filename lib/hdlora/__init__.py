@@ -1,16 +1,20 @@
 """hdlora: the theory of LoRA fine-tuning in a solvable attention model (arXiv 2606.05899).
 
-Modules: :mod:`hdlora.params` (the problem record), :mod:`hdlora.observables` (the result
-record), :mod:`hdlora.data` (teacher and data model, eq. 6), :mod:`hdlora.losses` (eqs. 1–3),
-:mod:`hdlora.simulate` (finite-D simulation, App. D).
-"""
+Packages, by what they model:
 
-import logging
+* :mod:`hdlora.model`: σ, the teacher and data of eq. (6), the attention and objectives (1)–(3);
+* :mod:`hdlora.simulation`: finite-D experiments (App. D), :func:`~hdlora.simulation.simulate`;
+* :mod:`hdlora.theory`: state evolutions, proximals, spectral functions, replicons, effective
+  noises, Bayes-optimal (Results 1–6, Apps. A–C), :func:`~hdlora.theory.state_evolution`;
+* :mod:`hdlora.harness`: run profiles, output folders and atomic writes, cached tables and the
+  simulation-versus-theory agreement check.
+
+The problem record :class:`Params` and the one result record :class:`Observables` are shared by
+all; :mod:`hdlora.diagnostics` holds the warning categories.
+"""
 
 from hdlora.observables import Observables
 from hdlora.params import Params
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
-
 __all__ = ["Params", "Observables"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -18,39 +18,21 @@ train error E‖σ(h) − σ(z*)‖²_F (law ℛ, eq. 17), with Monte-Carlo stan
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora import spectral
-from hdlora.activations import activation as activation_fn
-from hdlora.fixed_point import OutOfDomain, solve
+from hdlora.diagnostics import RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import Params
-from hdlora.prox import ProxResult, loss_terms, pretrain_prox
-from hdlora.symmetric import multiplicity, n_entries, to_matrix
+from hdlora.theory import spectral
+from hdlora.theory.fixed_point import OutOfDomain, solve
+from hdlora.theory.laws import PretrainSamples, channel_fields, pretrain_errors
+from hdlora.theory.prox import ProxResult, loss_terms, pretrain_prox
 from hdlora.theory.replicon import pretrain_replicon
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class PretrainSamples:
-    """Common random numbers of one solve: g, ζ standard Gaussians of shape (n_mc, L)."""
-
-    g: np.ndarray
-    zeta: np.ndarray
-
-    @classmethod
-    def draw(cls, n_mc: int, T: int, seed: int) -> PretrainSamples:
-        if isinstance(n_mc, bool) or int(n_mc) != n_mc or n_mc < 2:
-            raise ValueError(f"n_mc must be an integer >= 2, got n_mc={n_mc!r}")
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
-        L = n_entries(T)
-        return cls(rng.standard_normal((int(n_mc), L)), rng.standard_normal((int(n_mc), L)))
+from hdlora.theory.symmetric import multiplicity
 
 
 @dataclass
@@ -62,17 +44,7 @@ class OutputChannel:
     V_hat: float
     z_star: np.ndarray
     z_tilde: np.ndarray
-    prox: object  # hdlora.prox.ProxResult
-
-
-def channel_fields(Q, M, Q0, Delta, samples: PretrainSamples, T):
-    """(z*, z̃) of eq. (47), shape (n_mc, L) each; also √B."""
-    s = multiplicity(T)
-    A0 = Q0 + Delta / 2
-    B = max(Q - M * M / A0, 0.0)
-    z_star = np.sqrt(s * A0) * samples.g
-    z_tilde = np.sqrt(s) * (M / math.sqrt(A0) * samples.g + math.sqrt(B) * samples.zeta)
-    return z_star, z_tilde, math.sqrt(B)
+    prox: object  # hdlora.theory.prox.ProxResult
 
 
 def output_channel(
@@ -143,107 +115,40 @@ def input_channel(M_hat, Q_hat, V_hat, params: Params) -> tuple[float, float, fl
     return Q, M, V
 
 
-def errors(z_star, z, params: Params):
-    """Per-sample ‖σ(z) − σ(z*)‖²_F for entries (n, L) of z*, z: mean and standard error."""
-    sigma = activation_fn(params.activation)
-    T = params.T
-    e = ((sigma(to_matrix(z, T)) - sigma(to_matrix(z_star, T))) ** 2).sum(axis=(-1, -2))
-    return float(e.mean()), float(e.std(ddof=1) / math.sqrt(len(e)))
-
-
-@dataclass
-class PretrainResult:
-    """Fixed point of the pre-training state evolution and its errors (Result 3–4)."""
-
-    params: Params
-    Q0: float
-    Q: float
-    M: float
-    V: float
-    Q_hat: float
-    M_hat: float
-    V_hat: float
-    test_error: float
-    test_error_se: float
-    train_error: float
-    train_error_se: float
-    replicon: float
-    replicon_stable: bool
-    converged: bool
-    n_iter: int
-    residual: float
-    n_mc: int
-    seed: int
-    wall_time: float
-    info: dict = field(default_factory=dict)
-
-    def observables(self) -> Observables:
-        """The pre-training fields of an :class:`Observables` record (source = "theory")."""
-        info = dict(self.info)
-        info.update(
-            test_error_se=self.test_error_se,
-            train_error_se=self.train_error_se,
-            replicon=self.replicon,
-            replicon_stable=self.replicon_stable,
-            Q_hat=self.Q_hat,
-            M_hat=self.M_hat,
-            V_hat=self.V_hat,
-            n_iter=self.n_iter,
-            residual=self.residual,
-        )
-        return Observables(
-            params=self.params,
-            source="theory",
-            test_error=self.test_error,
-            train_error=self.train_error,
-            Q0=self.Q0,
-            Q=self.Q,
-            M=self.M,
-            V=self.V,
-            n_mc=self.n_mc,
-            seed=self.seed,
-            converged=self.converged,
-            wall_time=self.wall_time,
-            info=info,
-        )
-
-
-def _zero_predictor(params, samples, n_mc, seed, t0, oc=None, message="") -> PretrainResult:
+def _zero_predictor(params, samples, n_mc, seed, t0, oc=None, message="") -> Observables:
     """The fixed point Q = M = V = 0 (λ = ∞, or λ ≥ λ_c where Ŵ = 0 is a fixed point)."""
     Q0 = params.Q0
     z_star, _, _ = channel_fields(0.0, 0.0, Q0, params.Delta, samples, params.T)
-    E, se = errors(z_star, np.zeros_like(z_star), params)
-    hats = (oc.Q_hat, oc.M_hat, oc.V_hat) if oc is not None else (math.nan,) * 3
-    return PretrainResult(
-        params,
-        Q0,
-        0.0,
-        0.0,
-        0.0,
-        *hats,
-        E,
-        se,
-        E,
-        se,
-        0.0,
-        True,
-        True,
-        0,
-        0.0,
-        n_mc,
-        seed,
-        time.perf_counter() - t0,
-        {"message": message},
+    E, se = pretrain_errors(z_star, np.zeros_like(z_star), params)
+    hats = {}
+    if oc is not None:
+        hats = dict(Q_hat=oc.Q_hat, M_hat=oc.M_hat, V_hat=oc.V_hat)
+    return Observables(
+        params=params,
+        source="theory",
+        test_error=E,
+        test_error_se=se,
+        train_error=E,
+        train_error_se=se,
+        Q0=Q0,
+        Q=0.0,
+        M=0.0,
+        V=0.0,
+        **hats,
+        converged=True,
+        n_iter=0,
+        residual=0.0,
+        message=message,
+        replicon=0.0,
+        replicon_stable=True,
+        n_mc=n_mc,
+        seed=seed,
+        wall_time=time.perf_counter() - t0,
     )
 
 
 class _ReachedZero(Exception):
     """The input channel returned J = 0: the iteration lands on the zero predictor."""
-
-
-def pretrain_observables(params: Params, n_mc: int = 30000, seed: int = 0, **kwargs):
-    """:func:`pretrain` as an :class:`Observables` record (source = "theory")."""
-    return pretrain(params, n_mc, seed, **kwargs).observables()
 
 
 def pretrain(
@@ -256,7 +161,7 @@ def pretrain(
     x0: tuple[float, float, float] | None = None,
     damping: float = 0.5,
     progress: bool | None = None,
-) -> PretrainResult:
+) -> Observables:
     r"""Solve the pre-training state evolution, eqs. (46)–(54), and evaluate E, L, replicon.
 
     Parameters
@@ -269,7 +174,7 @@ def pretrain(
     x0 : initial (Q, M, V).
 
     Above λ_c (:func:`threshold_lambda`) the zero predictor Ŵ = 0 is a fixed point; when the
-    iteration reaches it, the result is Q = M = V = 0 with ``info["message"]`` saying so.
+    iteration reaches it, the result is Q = M = V = 0 with ``message`` saying so.
     ``info["lambda_c"]`` is reported in every case.
     """
     t0 = time.perf_counter()
@@ -342,42 +247,47 @@ def pretrain(
         cache["h"] = oc.prox.h
         if not fp.converged or changed < 1e-8 or n_iter >= max_iter:
             break
-        log.info(
-            "pretrain: a better proximal found by another start (change %.2e); resolving", changed
-        )
     Q, M, V = x
-    E, E_se = errors(oc.z_star, oc.z_tilde, params)
-    L, L_se = errors(oc.z_star, oc.prox.h, params)
+    E, E_se = pretrain_errors(oc.z_star, oc.z_tilde, params)
+    L, L_se = pretrain_errors(oc.z_star, oc.prox.h, params)
     rep = pretrain_replicon(params, V, oc.M_hat, oc.Q_hat, oc.V_hat, oc.prox.hessian)
-    info = {
-        "prox_failed": oc.prox.n_failed,
-        "prox_disagree": oc.prox.n_disagree,
-        "message": fp.message,
-        "lambda_c": lam_c,
-        "replicon_paper_normalisation": rep.paper_value,
-    }
+    if not rep.stable:
+        warn(
+            RepliconWarning,
+            f"pre-training replicon (75, corrected) = {rep.value:.3g} >= 1 at {params}: the "
+            "replica-symmetric prediction need not describe the minimisers",
+        )
+    converged = fp.converged and oc.prox.n_failed == 0
+    message = fp.message
     if oc.prox.n_failed:
-        log.warning("pretrain: %d proximal samples did not reach tolerance", oc.prox.n_failed)
-    return PretrainResult(
-        params,
-        Q0,
-        Q,
-        M,
-        V,
-        oc.Q_hat,
-        oc.M_hat,
-        oc.V_hat,
-        E,
-        E_se,
-        L,
-        L_se,
-        rep.value,
-        rep.stable,
-        fp.converged and oc.prox.n_failed == 0,
-        n_iter,
-        fp.residual,
-        int(n_mc),
-        int(seed),
-        time.perf_counter() - t0,
-        info,
+        message += f"; {oc.prox.n_failed} proximal samples above tolerance"
+    return Observables(
+        params=params,
+        source="theory",
+        test_error=E,
+        test_error_se=E_se,
+        train_error=L,
+        train_error_se=L_se,
+        Q0=Q0,
+        Q=Q,
+        M=M,
+        V=V,
+        Q_hat=oc.Q_hat,
+        M_hat=oc.M_hat,
+        V_hat=oc.V_hat,
+        converged=converged,
+        n_iter=n_iter,
+        residual=fp.residual,
+        message=message,
+        replicon=rep.value,
+        replicon_stable=rep.stable,
+        n_mc=int(n_mc),
+        seed=int(seed),
+        wall_time=time.perf_counter() - t0,
+        info={
+            "prox_failed": oc.prox.n_failed,
+            "prox_disagree": oc.prox.n_disagree,
+            "lambda_c": lam_c,
+            "replicon_paper_normalisation": rep.paper_value,
+        },
     )

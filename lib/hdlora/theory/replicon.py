@@ -1,4 +1,6 @@
-r"""Replicon (local stability) conditions of App. A.6, eqs. (75)–(78).
+r"""Replicon (local stability) conditions of App. A.6, eqs. (75)–(78): both stages.
+
+Fine-tuning, eq. (78):  α' E‖(v ∇²ψ(prox))⁻¹ + I_T‖²_F < 1  (:func:`finetune_replicon`).
 
 Pre-training, eq. (75) as printed:
 
@@ -21,7 +23,8 @@ Two corrections, both checked numerically in ``notebooks/02_pretraining_theory.p
 
    reduces to the form of (78) when the denoiser is linear (then ∫∫(Δζ)² = (V̂V)²).
 
-``value`` is the corrected condition, ``paper_value`` eq. (75) as printed.
+For the pre-training (:func:`pretrain_replicon`), ``value`` is the corrected condition and
+``paper_value`` eq. (75) as printed.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora import spectral
 from hdlora.params import Params
-from hdlora.symmetric import multiplicity
+from hdlora.theory import spectral
+from hdlora.theory.symmetric import multiplicity
 
 
 @dataclass
@@ -71,3 +74,15 @@ def pretrain_replicon(params: Params, V, M_hat, Q_hat, V_hat, hessian_F) -> Repl
     inp = dd2 / (V_hat * V) ** 2
     value = 2 * params.alpha * out_iso * inp
     return Replicon(value, value < 1, out_iso, inp, 2 * params.alpha * out_paper * dd2 / V_hat**2)
+
+
+def finetune_replicon(alpha_ft: float, v: float, hessian_F: np.ndarray) -> Replicon:
+    r"""Eq. (78): α' E‖(v ∇²ψ)⁻¹ + I_T‖²_F with ∇²ψ = −``hessian_F`` (n, T, T) at the proximal.
+
+    ``paper_value`` equals ``value`` (eq. 78 needs no correction); the factors are the output
+    factor E‖·‖²_F and 1 (the LoRA input channel is a ridge)."""
+    T = hessian_F.shape[-1]
+    M = np.linalg.inv(-v * hessian_F) + np.eye(T)
+    out = float((M * M).sum(axis=(-1, -2)).mean())
+    value = alpha_ft * out
+    return Replicon(value, value < 1, out, 1.0, value)

@@ -3,7 +3,7 @@ r"""The student attention of eq. (1) and the two training objectives, eqs. (2)�
 Student: ŷ(X; W, w) = σ(A − E_X A) X with A = D⁻¹ X (P^{-1/2} W Wᵀ + w wᵀ) Xᵀ.
 
 Per-sample loss: D⁻¹‖ŷ − y‖²_F = Tr(E G Eᵀ), E = σ(z) − σ(z*), G = X Xᵀ/D (exact, see
-:mod:`hdlora.data`). Objectives (sums over the set, as in the paper):
+:mod:`hdlora.model.data`). Objectives (sums over the set, as in the paper):
 
 * pre-training, eq. (2): ℒ(W) + λ‖W‖²_F, W ∈ R^{D×P}, w = 0;
 * LoRA fine-tuning, eq. (3): ℒ'(w) + λ'‖w‖², w ∈ R^D, W = Ŵ frozen.
@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from hdlora.activations import activation
-from hdlora.data import Centering, SequenceSet, center, population_center, quadratic_preactivation
+from hdlora.model.activations import activation
+from hdlora.model.data import (
+    Centering,
+    SequenceSet,
+    center,
+    population_center,
+    quadratic_preactivation,
+)
 from hdlora.params import Params
 
 

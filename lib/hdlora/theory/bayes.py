@@ -4,7 +4,7 @@ The BO overlap Q_BO ∈ [0, Q0] with the extensive target solves two equations:
 
 * input channel, eq. (87), with η² = 1/Q̂ (the law μ_{1/Q̂} of Y = S*/√D + Q̂^{-1/2} Z is the
   free convolution of μ0 with the semicircle of *variance* 1/Q̂, i.e. radius 2/√Q̂ — the
-  subscript of μ in (87) is a variance, not the radius of :mod:`hdlora.spectral`'s μ_η):
+  subscript of μ in (87) is a variance, not the radius of :mod:`hdlora.theory.spectral`'s μ_η):
       Q = Q0 − mmse(Q̂),   mmse(Q̂) = 1/Q̂ − (4π²/3) Q̂⁻² ∫ μ_{1/Q̂}(t)³ dt;
 * output channel, eq. (89), softmax: Q̂ = α (T² + T − 2)/(Q0 + Δ/2 − Q).
 
@@ -38,22 +38,19 @@ Bayes-optimal estimator cannot do. ``noise_in_data=True`` (default) is the corre
 
 from __future__ import annotations
 
-import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
 
-from hdlora import spectral
-from hdlora.activations import activation as activation_fn
+from hdlora.model.activations import activation as activation_fn
 from hdlora.observables import Observables
 from hdlora.params import Params
-from hdlora.symmetric import n_entries, to_matrix
-from hdlora.theory.pretrain import PretrainSamples, channel_fields
-from hdlora.theory.pretrain import errors as se_errors
-
-log = logging.getLogger(__name__)
+from hdlora.theory import spectral
+from hdlora.theory.laws import Q0_TEACHER_W, PretrainSamples, channel_fields, pretrain_errors
+from hdlora.theory.symmetric import n_entries, to_matrix
 
 
 def mmse(Q_hat: float, kappa0: float) -> float:
@@ -130,11 +127,11 @@ def pretrain(params: Params, n_mc: int = 200_000, seed: int = 0) -> BayesPretrai
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     g, zeta = rng.standard_normal((2, int(n_mc), n_entries(params.T)))
     z_star, z, _ = channel_fields(Q, Q, Q0, params.Delta, PretrainSamples(g, zeta), params.T)
-    E, E_se = se_errors(z_star, z, params)
+    E, E_se = pretrain_errors(z_star, z, params)
     return BayesPretrainResult(params, Q0, Q, Q_hat, Q0 - Q, E, E_se, perfect, n_roots)
 
 
-Q0_W = 1.0  # q0 = D⁻¹‖w*‖² → 1
+Q0_W = Q0_TEACHER_W
 
 
 @dataclass
@@ -248,33 +245,48 @@ def finetune(
     )
 
 
-def bayes_optimal(params: Params, n_mc: int = 200_000, seed: int = 0, **kwargs) -> Observables:
+def bayes_optimal(
+    params: Params,
+    n_mc: int = 200_000,
+    seed: int = 0,
+    *,
+    progress: bool | None = None,
+    **kwargs,
+) -> Observables:
     """Both BO stages as one :class:`Observables` record (source = "bayes").
 
-    ``M`` = ``Q`` = Q_BO and ``m`` = ``q`` = q_BO (the BO estimator's overlaps are its norms)."""
+    ``M`` = ``Q`` = Q_BO and ``m`` = ``q`` = q_BO (the BO estimator's overlaps are its norms).
+    ``kwargs`` go to :func:`finetune` (``n_out``, ``n_inner``, ``noise_in_data``); ``progress``
+    is accepted for the common call shape of the solvers (these solves show no bar)."""
+    t0 = time.perf_counter()
     pre = pretrain(params, n_mc=n_mc, seed=seed)
     ft = finetune(params, pre, n_mc=n_mc, seed=seed, **kwargs)
     return Observables(
         params=params,
         source="bayes",
         test_error=pre.test_error,
+        test_error_se=pre.test_error_se,
         ft_test_error=ft.ft_test_error,
+        ft_test_error_se=ft.ft_test_error_se,
         overlap=ft.overlap,
         Q0=pre.Q0,
         Q=pre.Q,
         M=pre.Q,
+        Q_hat=pre.Q_hat,
         q0=Q0_W,
         q=ft.q,
         m=ft.q,
+        q_hat=ft.q_hat,
+        converged=True,
+        message="perfect recovery" if pre.perfect_recovery else "",
         n_mc=int(n_mc),
         seed=int(seed),
+        wall_time=time.perf_counter() - t0,
         info={
             "mmse": pre.mmse,
-            "Q_hat": pre.Q_hat,
             "perfect_recovery": pre.perfect_recovery,
-            "test_error_se": pre.test_error_se,
-            "q_hat": ft.q_hat,
-            "ft_test_error_se": ft.ft_test_error_se,
+            "n_roots": pre.n_roots,
             "inner_mc_error": ft.inner_error,
+            "noise_in_data": kwargs.get("noise_in_data", True),
         },
     )

@@ -1,77 +1,18 @@
-r"""Tables of simulations and theory over lists of points, cached in ``data/``, and the
-finite-D extrapolation used to compare them.
+r"""Simulation against theory: finite-D extrapolation and the agreement criterion.
 
-Each function returns a tidy pandas DataFrame: one row per (point, D, seed) for simulations, one
-row per point for theory, parameters as columns (:meth:`Observables.to_dict`). Expensive
-compute is cached apart from plotting: :func:`cached` reuses a CSV when its ``profile`` column
-matches, so that restyling a plot never reruns a simulation.
+:func:`agreement_table` extrapolates the simulations to D → ∞ (weighted fit a + b/D of the seed
+means) and compares them with the theory, one row per (point, observable);
+:func:`check_agreement` applies a criterion fixed before looking at the data.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from hdlora.io import write_table
 from hdlora.params import Params
-from hdlora.progress import progress_enabled
-from hdlora.simulate import simulate
-
-log = logging.getLogger(__name__)
 
 PARAM_COLUMNS = list(Params().to_dict())
-
-
-def cached(
-    path: Path, compute: Callable[[], pd.DataFrame], profile: str, recompute: bool = False
-) -> pd.DataFrame:
-    """Load ``path`` if it exists and was made with ``profile``; else compute, tag and write it."""
-    path = Path(path)
-    if path.exists() and not recompute:
-        df = pd.read_csv(path)
-        if "profile" in df and (df["profile"] == profile).all():
-            log.info("loaded %s", path)
-            return df
-    df = compute().assign(profile=profile)
-    write_table(df, path)
-    return df
-
-
-def simulation_table(
-    points: Iterable[Params],
-    Ds: Iterable[int],
-    seeds: Iterable[int],
-    *,
-    finetune: bool = True,
-    progress: bool | None = None,
-    **kwargs,
-) -> pd.DataFrame:
-    """Simulate every (point, D, seed); ``kwargs`` go to :func:`hdlora.simulate.simulate`."""
-    jobs = [(p, D, s) for p in points for D in Ds for s in seeds]
-    rows = []
-    for p, D, s in tqdm(jobs, desc="simulations", disable=not progress_enabled(progress)):
-        obs = simulate(p, D, seed=s, finetune=finetune, progress=False, **kwargs)
-        if not obs.converged:
-            log.warning("simulation not converged: %s D=%d seed=%d", p, D, s)
-        rows.append(obs.to_dict())
-    return pd.DataFrame(rows)
-
-
-def theory_table(
-    points: Iterable[Params], solver: Callable, *, progress: bool | None = None, **kwargs
-) -> pd.DataFrame:
-    """Solve ``solver(params, **kwargs)`` (returning an Observables) at every point."""
-    rows = []
-    points = list(points)
-    show = progress_enabled(progress)
-    for p in tqdm(points, desc="theory", disable=not show):
-        rows.append(solver(p, progress=show, **kwargs).to_dict())
-    return pd.DataFrame(rows)
 
 
 def agreement_threshold(n_comparisons: int, dof: float, family_error: float = 0.01) -> float:

@@ -18,15 +18,13 @@ keep the lowest objective (App. D). :func:`simulate` runs the whole pipeline.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from hdlora.data import (
+from hdlora.model.data import (
     Centering,
     SequenceSet,
     check_centering,
@@ -35,8 +33,7 @@ from hdlora.data import (
     generators,
     pretrain_set,
 )
-from hdlora.lbfgs import FitResult, minimize
-from hdlora.losses import (
+from hdlora.model.losses import (
     finetune_objective,
     finetune_preactivation,
     frozen_preactivation,
@@ -46,8 +43,7 @@ from hdlora.losses import (
 )
 from hdlora.observables import Observables
 from hdlora.params import Params
-
-log = logging.getLogger(__name__)
+from hdlora.simulation.lbfgs import FitResult, minimize
 
 _STAGE_ID = {"pretrain": 0, "finetune": 1}
 
@@ -55,14 +51,6 @@ _STAGE_ID = {"pretrain": 0, "finetune": 1}
 def default_device() -> torch.device:
     """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass
-class Weights:
-    """Trained weights Ŵ (D, P) and ŵ (D,), on the experiment's device."""
-
-    W_hat: torch.Tensor
-    w_hat: torch.Tensor
 
 
 class Experiment:
@@ -157,14 +145,6 @@ class Experiment:
                 best = fit
         best.n_evals = sum(f.n_evals for f in fits)
         best.wall_time = sum(f.wall_time for f in fits)
-        spread = max(f.objective for f in fits) - best.objective
-        log.info(
-            "%s: best objective %.10g over %d starts (spread %.3g)",
-            stage,
-            best.objective,
-            len(fits),
-            spread,
-        )
         return best
 
     # ------------------------------------------------------------------ the two stages
@@ -292,17 +272,14 @@ class Experiment:
         pre_only = w_hat is None
         op = self.order_parameters(W_hat, w_hat)
         err = self.errors(W_hat, w_hat)
-        info = {
-            "n_test": self.n_test,
-            "centering": self.centering,
-            "device": str(self.device),
-            "test_error_se": err.pop("test_error_se"),
-            "ft_test_error_se": err.pop("ft_test_error_se", math.nan),
-            "forgetting_error_se": err.pop("forgetting_error_se", math.nan),
-        }
-        converged = True
+        info = {"n_test": self.n_test, "centering": self.centering, "device": str(self.device)}
+        converged, n_iter, messages, grads = True, 0, [], []
         for stage, fit in (fits or {}).items():
             converged = converged and fit.converged
+            n_iter += fit.n_iter
+            messages.append(f"{stage}: {fit.message}")
+            if math.isfinite(fit.grad_max):
+                grads.append(fit.grad_max)
             info[f"{stage}_objective"] = fit.objective
             info[f"{stage}_grad_max"] = fit.grad_max
             info[f"{stage}_n_iter"] = fit.n_iter
@@ -319,6 +296,9 @@ class Experiment:
             D=self.D,
             seed=self.seed,
             converged=converged,
+            n_iter=n_iter,
+            residual=max(grads) if grads else math.nan,
+            message="; ".join(messages),
             wall_time=wall_time,
             info=info,
         )
@@ -328,8 +308,8 @@ def simulate(
     params: Params,
     D: int,
     seed: int = 0,
-    n_init: int = 1,
     *,
+    n_init: int = 1,
     W0: torch.Tensor | None = None,
     w0: torch.Tensor | None = None,
     n_test: int | None = None,
@@ -339,26 +319,26 @@ def simulate(
     gtol: float = 1e-6,
     max_iter: int = 20000,
     progress: bool | None = None,
-    return_weights: bool = False,
     finetune: bool = True,
-) -> Observables | tuple[Observables, Weights]:
+) -> Observables:
     """Pre-train then fine-tune at dimension D and measure everything (App. D).
 
-    Returns the :class:`Observables` (source = "simulation"); with ``return_weights=True``
-    also the trained :class:`Weights` (to warm-start the next point of a sweep with ``W0``,
-    ``w0``). ``converged`` is False if either L-BFGS stage did not reach ``gtol``.
-    ``finetune=False`` stops after the pre-training: the fine-tuning fields are then NaN.
+    Returns the :class:`Observables` (source = "simulation"). ``converged`` is False (and a
+    :class:`~hdlora.diagnostics.ConvergenceWarning` is raised) if an L-BFGS stage did not reach
+    ``gtol``; ``residual`` is the largest final max|∇f| of the stages. ``finetune=False`` stops
+    after the pre-training: the fine-tuning fields are then NaN and no fine-tuning work is done.
     """
     t0 = time.perf_counter()
     exp = Experiment(
         params, D, seed, n_test=n_test, centering=centering, device=device, dtype=dtype
     )
     fit_pre = exp.pretrain(W0=W0, n_init=n_init, gtol=gtol, max_iter=max_iter, progress=progress)
-    fit_ft = exp.finetune(
-        fit_pre.x, w0=w0, n_init=n_init, gtol=gtol, max_iter=max_iter, progress=progress
-    )
-    obs = exp.observables(fit_pre.x, fit_ft.x, {"pretrain": fit_pre, "finetune": fit_ft})
-    obs.wall_time = time.perf_counter() - t0
-    if return_weights:
-        return obs, Weights(fit_pre.x, fit_ft.x)
-    return obs
+    fits = {"pretrain": fit_pre}
+    w_hat = None
+    if finetune:
+        fit_ft = exp.finetune(
+            fit_pre.x, w0=w0, n_init=n_init, gtol=gtol, max_iter=max_iter, progress=progress
+        )
+        fits["finetune"] = fit_ft
+        w_hat = fit_ft.x
+    return exp.observables(fit_pre.x, w_hat, fits, wall_time=time.perf_counter() - t0)

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from hdlora.activations import activation
+from hdlora.model.activations import activation
 from hdlora.params import Params
 
 Centering = Literal["population", "empirical"]

@@ -3,8 +3,8 @@ Monte-Carlo sample, as the paper's description of its numerics implies (App. D: 
 are numerically extremized for each sample").
 
 They are slow by design: the benchmarks time them beside the batched solvers of
-:mod:`hdlora.prox` and :mod:`hdlora.prox_finetune`, and the tests use them as an independent
-check. BFGS with the analytic gradient, from the same starts as the batched solvers.
+:mod:`hdlora.theory.prox` and :mod:`hdlora.theory.prox_finetune`, and the tests use them as an
+independent check. BFGS with the analytic gradient, from the same starts as the batched solvers.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from hdlora.activations import activation as sigma_of
-from hdlora.prox import loss_terms as pretrain_loss_terms
-from hdlora.prox_finetune import loss_terms as finetune_loss_terms
-from hdlora.symmetric import multiplicity
+from hdlora.model.activations import activation as sigma_of
+from hdlora.theory.prox import loss_terms as pretrain_loss_terms
+from hdlora.theory.prox_finetune import loss_terms as finetune_loss_terms
+from hdlora.theory.symmetric import multiplicity
 
 
 def pretrain_prox_per_sample(

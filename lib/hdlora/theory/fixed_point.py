@@ -10,21 +10,19 @@ safeguarded: a proposal outside the domain (``project`` returns None) resets the
 falls back to the damped step x_k + β f_k; a point where G raises :class:`OutOfDomain` is
 replaced by the midpoint towards the last good iterate.
 
-Convergence: max_i |f_i| / max(1, |x_i|) ≤ ``tol``. The result says whether it converged.
+Convergence: max_i |f_i| / max(1, |x_i|) ≤ ``tol``. The result says whether it converged; when it
+did not, a :class:`hdlora.diagnostics.ConvergenceWarning` is raised as well.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
-from hdlora.progress import progress_enabled
-
-log = logging.getLogger(__name__)
+from hdlora.diagnostics import ConvergenceWarning, warn
+from hdlora.harness.progress import ConvergenceBar
 
 
 class OutOfDomain(ValueError):
@@ -34,14 +32,13 @@ class OutOfDomain(ValueError):
 @dataclass
 class FixedPointResult:
     """``x`` the last iterate, ``converged``, ``n_iter`` map evaluations, ``residual`` the final
-    scaled residual, ``message``, ``history`` of (x, residual) per iteration."""
+    scaled residual, ``message``."""
 
     x: np.ndarray
     converged: bool
     n_iter: int
     residual: float
     message: str
-    history: list = field(default_factory=list)
 
 
 def _scaled(f, x):
@@ -71,30 +68,28 @@ def solve(
     x = np.asarray(x0, dtype=float).copy()
     dX, dF = [], []
     x_prev = f_prev = None
-    history = []
+    n_eval = 0
     res = np.inf
     message = "max_iter reached"
-    bar = tqdm(total=max_iter, desc=desc, disable=not progress_enabled(progress), leave=False)
+    bar = ConvergenceBar(tol, desc, progress)
     try:
         for it in range(1, max_iter + 1):
             try:
                 gx = np.asarray(G(x), dtype=float)
             except OutOfDomain as err:
-                bar.update(1)
-                history.append((x.copy(), np.inf))
+                n_eval += 1
+                bar.update(np.inf)
                 if x_prev is None:
                     message = f"map undefined at the starting point: {err}"
                     break
-                log.debug("%s: %s; backtracking", desc, err)
                 dX.clear()
                 dF.clear()
                 x = x_prev + 0.5 * (x - x_prev)  # halfway back to the last good point
                 continue
             f = gx - x
             res_new = _scaled(f, x)
-            history.append((x.copy(), res_new))
-            bar.update(1)
-            bar.set_postfix(residual=f"{res_new:.1e}", refresh=False)
+            n_eval += 1
+            bar.update(res_new)
             if not np.all(np.isfinite(gx)):
                 message = "non-finite value of the map"
                 res = np.inf
@@ -102,7 +97,9 @@ def solve(
             res = res_new
             if res <= tol:
                 message = "tolerance reached"
-                return FixedPointResult(x, True, it, res, message, history)
+                return FixedPointResult(
+                    x=x, converged=True, n_iter=it, residual=res, message=message
+                )
             if f_prev is not None:
                 dX.append(x - x_prev)
                 dF.append(f - f_prev)
@@ -131,5 +128,8 @@ def solve(
             x = np.asarray(proposal, dtype=float)
     finally:
         bar.close()
-    log.warning("%s did not converge: %s (residual %.2e > tol %.1e)", desc, message, res, tol)
-    return FixedPointResult(x, False, len(history), res, message, history)
+    warn(
+        ConvergenceWarning,
+        f"{desc} did not converge: {message} (residual {res:.2e} > tol {tol:.1e})",
+    )
+    return FixedPointResult(x=x, converged=False, n_iter=n_eval, residual=res, message=message)

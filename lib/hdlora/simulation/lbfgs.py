@@ -3,22 +3,21 @@
 App. D of the paper optimises both losses with PyTorch L-BFGS. This wrapper runs it in chunks of
 iterations so that it can show a progress bar, and it decides convergence by the gradient at the
 returned point (never by "the optimiser stopped"): ``converged`` is True only when
-max_i |∂f/∂x_i| ≤ ``gtol``.
+max_i |∂f/∂x_i| ≤ ``gtol``; otherwise a :class:`hdlora.diagnostics.ConvergenceWarning` is
+raised (``warn=False`` leaves that to the caller). The progress bar fills as max |∇f| falls
+towards ``gtol`` (log scale).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
-from hdlora.progress import progress_enabled
-
-log = logging.getLogger(__name__)
+from hdlora.diagnostics import ConvergenceWarning, warn
+from hdlora.harness.progress import ConvergenceBar
 
 
 @dataclass
@@ -50,6 +49,7 @@ def minimize(
     chunk: int = 50,
     progress: bool | None = None,
     desc: str = "L-BFGS",
+    warn_failure: bool = True,
 ) -> FitResult:
     r"""Minimise the scalar ``fun(x)`` from ``x0`` with L-BFGS and a strong-Wolfe line search.
 
@@ -59,6 +59,7 @@ def minimize(
     x0 : starting point (any shape); not modified.
     gtol : convergence when max_i |∂f/∂x_i| ≤ gtol.
     max_iter : L-BFGS iteration budget; reaching it without convergence is reported.
+    warn_failure : raise a ConvergenceWarning when not converged (the record says so anyway).
     """
     if gtol <= 0:
         raise ValueError(f"gtol must be > 0, got gtol={gtol!r}")
@@ -91,7 +92,7 @@ def minimize(
 
     n_iter = 0
     message = "max_iter reached"
-    bar = tqdm(total=max_iter, desc=desc, disable=not progress_enabled(progress), leave=False)
+    bar = ConvergenceBar(gtol, desc, progress)
     try:
         while n_iter < max_iter:
             opt.param_groups[0]["max_iter"] = min(chunk, max_iter - n_iter)
@@ -99,8 +100,7 @@ def minimize(
             opt.step(closure)
             done = opt.state[opt._params[0]].get("n_iter", 0) - before
             n_iter += done
-            bar.update(done)
-            bar.set_postfix(f=f"{last['f']:.6g}", grad=f"{last['g']:.1e}", refresh=False)
+            bar.update(last["g"], done, f=f"{last['f']:.6g}")
             if not (last["g"] < float("inf")) or last["f"] != last["f"]:
                 message = "non-finite objective or gradient"
                 break
@@ -115,14 +115,11 @@ def minimize(
     # the closure's last call may be a line-search trial point: evaluate at the returned x
     f_final = closure()
     converged = last["g"] <= gtol
-    if not converged:
-        log.warning(
-            "%s did not converge: %s (max|grad| = %.2e > gtol = %.1e after %d iterations)",
-            desc,
-            message,
-            last["g"],
-            gtol,
-            n_iter,
+    if not converged and warn_failure:
+        warn(
+            ConvergenceWarning,
+            f"{desc} did not converge: {message} (max|grad| = {last['g']:.2e} > gtol = "
+            f"{gtol:.1e} after {n_iter} iterations)",
         )
     return FitResult(
         x=x.detach(),

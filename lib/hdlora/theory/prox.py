@@ -3,8 +3,8 @@ r"""The pre-training proximal operator, eqs. (15), (41)–(42), batched over Mon
     Prox(z*, z̃) = argmax_{h ∈ S(T)} Ψ(h; z*, z̃),
     Ψ(h; z*, z̃) = −‖σ(h) − σ(z*)‖²_F − Σ_{a≤b} (z̃_ab − h_ab)² / (2V(1 + δ_ab)).
 
-Matrices are handled through their L = T(T+1)/2 entries a ≤ b (:mod:`hdlora.symmetric`); arrays
-have shape (n, L). We minimise F = −Ψ.
+Matrices are handled through their L = T(T+1)/2 entries a ≤ b
+(:mod:`hdlora.theory.symmetric`); arrays have shape (n, L). We minimise F = −Ψ.
 
 * Linear σ(x) = x/T: F is quadratic and Prox = (T⁻² z* + (4V)⁻¹ z̃)/(T⁻² + (4V)⁻¹)
   entrywise (App. C).
@@ -23,16 +23,14 @@ The Hessian of F at the proximal, −∇²Ψ, is returned for the replicon condi
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.activations import softmax_rows
-from hdlora.newton import best_of, minimize_batch
-from hdlora.symmetric import embedding, multiplicity, to_matrix
-
-log = logging.getLogger(__name__)
+from hdlora.diagnostics import ProximalWarning, warn
+from hdlora.model.activations import softmax_rows
+from hdlora.theory.newton import best_of, minimize_batch
+from hdlora.theory.symmetric import embedding, multiplicity, to_matrix
 
 
 @dataclass
@@ -52,31 +50,42 @@ class ProxResult:
     n_iter: int
 
 
+def softmax_row_terms(Z: np.ndarray, Y: np.ndarray, need_hess: bool = True):
+    r"""f = ‖σ(Z) − Y‖²_F for the row-wise softmax, G = ∂f/∂Z (n, T, T) and the row Hessians
+    B (n, T, T, T), B[a]_ij = ∂²f/∂Z_ai∂Z_aj (None unless ``need_hess``).
+
+    Per row a, with p = σ(Z)_a, r = p − Y_a, u = p∘r, S = Σ u, a = p² + u, c = Σp² + 2S,
+    d = a − S p:  G_a = 2(u − S p),  B[a] = 2[diag(d) + c p pᵀ − a pᵀ − p aᵀ]
+    (from ∂p/∂Z = diag(p) − p pᵀ). The one softmax Hessian of both proximals."""
+    P = softmax_rows(Z)
+    R = P - Y
+    U = P * R
+    S = U.sum(axis=-1, keepdims=True)  # (n, T, 1)
+    f = (R * R).sum(axis=(-1, -2))
+    G = 2.0 * (U - P * S)
+    if not need_hess:
+        return f, G, None
+    T = Z.shape[-1]
+    A = P * P + U
+    C = (P * P).sum(axis=-1, keepdims=True) + 2 * S
+    Dg = A - S * P
+    B = C[..., None] * P[..., :, None] * P[..., None, :]
+    B -= A[..., :, None] * P[..., None, :] + P[..., :, None] * A[..., None, :]
+    B += Dg[..., :, None] * np.eye(T)
+    return f, G, 2.0 * B
+
+
 def _softmax_terms(h, Y, T, need_hess=True):
     """Loss ‖σ(H) − Y‖²_F, its gradient (n, L) and Hessian (n, L, L) in the entries a ≤ b."""
     n = h.shape[0]
     E = embedding(T)
-    P = softmax_rows(to_matrix(h, T))
-    R = P - Y
-    f = (R * R).sum(axis=(-1, -2))
-    U = P * R
-    S = U.sum(axis=-1, keepdims=True)  # (n, T, 1)
-    G = 2.0 * (U - P * S)  # ∂f/∂H_ai for unconstrained H (row-wise softmax)
+    f, G, B = softmax_row_terms(to_matrix(h, T), Y, need_hess)
     grad = G.reshape(n, T * T) @ E
     if not need_hess:
         return f, grad, None
-    # per row a: ∂²f/∂H_ai∂H_aj = 2[(J J)_ij + u_i δ_ij − u_i p_j − p_i u_j + 2S p_i p_j
-    #   − S p_i δ_ij] with J = diag(p) − p pᵀ, u = p∘r, S = Σ u; expanding J J:
-    #   = 2[δ_ij d_i + c p_i p_j − a_i p_j − p_i a_j], a = p² + u, c = Σp² + 2S, d = a − S p.
-    P2 = P * P
-    A = P2 + U
-    C = P2.sum(axis=-1, keepdims=True) + 2 * S
-    Dg = A - S * P
-    blocks = C[..., None] * P[..., :, None] * P[..., None, :]
-    blocks -= A[..., :, None] * P[..., None, :] + P[..., :, None] * A[..., None, :]
-    blocks += Dg[..., :, None] * np.eye(T)
-    hess = (2.0 * blocks.reshape(n, T**3)) @ _row_block_map(T)
-    return f, grad, hess.reshape(n, len(E[0]), len(E[0]))
+    L = E.shape[1]
+    hess = B.reshape(n, T**3) @ _row_block_map(T)
+    return f, grad, hess.reshape(n, L, L)
 
 
 @functools.lru_cache(maxsize=16)
@@ -158,11 +167,9 @@ def pretrain_prox(
     h, f, H, res, n_disagree = best_of(runs, scale, tol)
     n_failed = int((res > tol).sum())
     if n_failed:
-        log.warning(
-            "pre-training proximal: %d of %d samples above tol=%.0e (max %.2e)",
-            n_failed,
-            n,
-            tol,
-            res.max(),
+        warn(
+            ProximalWarning,
+            f"pre-training proximal: {n_failed} of {n} samples above tol={tol:.0e} "
+            f"(max residual {res.max():.2e})",
         )
     return ProxResult(h, H, f, res, n_failed, n_disagree, max(r.n_iter for r in runs))

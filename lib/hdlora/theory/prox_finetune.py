@@ -18,16 +18,14 @@ minima are counted. Also returned: C = [∇²F]⁻¹ = −[∇²ψ]⁻¹ (eq. 66
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.activations import activation as sigma_of
-from hdlora.activations import softmax_rows
-from hdlora.newton import best_of, minimize_batch
-
-log = logging.getLogger(__name__)
+from hdlora.diagnostics import ProximalWarning, warn
+from hdlora.model.activations import activation as sigma_of
+from hdlora.theory.newton import best_of, minimize_batch
+from hdlora.theory.prox import softmax_row_terms
 
 
 @dataclass
@@ -58,20 +56,7 @@ def _row_terms(Z: np.ndarray, Y: np.ndarray, activation: str, need_hess: bool):
         return (R * R).sum(axis=(-1, -2)), 2.0 * R / T, B
     if activation != "softmax":
         raise ValueError(f"activation must be 'softmax' or 'linear', got {activation!r}")
-    P = softmax_rows(Z)
-    R = P - Y
-    U = P * R
-    S = U.sum(axis=-1, keepdims=True)
-    G = 2.0 * (U - P * S)
-    if not need_hess:
-        return (R * R).sum(axis=(-1, -2)), G, None
-    A = P * P + U  # see hdlora.prox._softmax_terms for the expansion
-    C = (P * P).sum(axis=-1, keepdims=True) + 2 * S
-    Dg = A - S * P
-    B = C[..., None] * P[..., :, None] * P[..., None, :]
-    B -= A[..., :, None] * P[..., None, :] + P[..., :, None] * A[..., None, :]
-    B += Dg[..., :, None] * np.eye(T)
-    return (R * R).sum(axis=(-1, -2)), G, 2.0 * B
+    return softmax_row_terms(Z, Y, need_hess)
 
 
 def loss_terms(
@@ -145,12 +130,10 @@ def finetune_prox(
     dq_psi = np.trace(G, axis1=1, axis2=2)
     n_failed = int((res > tol).sum())
     if n_failed:
-        log.warning(
-            "fine-tuning proximal: %d of %d samples above tol=%.0e (max %.2e)",
-            n_failed,
-            n,
-            tol,
-            res.max(),
+        warn(
+            ProximalWarning,
+            f"fine-tuning proximal: {n_failed} of {n} samples above tol={tol:.0e} "
+            f"(max residual {res.max():.2e})",
         )
     return FinetuneProxResult(
         chi, H, trace_C, dq_psi, f, res, n_failed, n_disagree, max(r.n_iter for r in runs)

@@ -1,10 +1,10 @@
 r"""Batched damped Newton minimisation of many small independent problems at once.
 
-Used by the proximal operators (:mod:`hdlora.prox`, :mod:`hdlora.prox_finetune`): every
-Monte-Carlo sample is a k-dimensional problem min_x F_i(x) (k = T(T+1)/2 or T), all solved in
-one vectorised loop. A Newton step uses a Cholesky solve where the Hessian is positive definite
-and the absolute values of its eigenvalues elsewhere (a descent direction at a saddle or a
-maximum); a backtracking Armijo line search accepts the step, or, when F no longer changes
+Used by the proximal operators (:mod:`hdlora.theory.prox`, :mod:`hdlora.theory.prox_finetune`):
+every Monte-Carlo sample is a k-dimensional problem min_x F_i(x) (k = T(T+1)/2 or T), all solved
+in one vectorised loop. A Newton step uses a Cholesky solve where the Hessian is positive
+definite and the absolute values of its eigenvalues elsewhere (a descent direction at a saddle
+or a maximum); a backtracking Armijo line search accepts the step, or, when F no longer changes
 within rounding, accepts it if it lowers max |∇F| (the last quadratically convergent steps).
 Samples stop once max |∇F_i| ≤ tol.
 """

@@ -40,11 +40,5 @@ def to_matrix(h: np.ndarray, T: int) -> np.ndarray:
     return (h @ embedding(T).T).reshape(h.shape[:-1] + (T, T))
 
 
-def to_upper(H: np.ndarray) -> np.ndarray:
-    """(..., T, T) → (..., L) entries a ≤ b."""
-    a, b = upper_indices(H.shape[-1])
-    return H[..., a, b]
-
-
 def n_entries(T: int) -> int:
     return T * (T + 1) // 2
