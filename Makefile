@@ -1,7 +1,8 @@
 # hdlora — two commands on a fresh machine:
 #   make figures   executes every notebook (profile $(PROFILE)) and writes data/ and figures/
-#   make test      unit tests + every notebook under nbval (profile smoke)
+#   make test      lint, unit tests, then every notebook under nbval (profile smoke)
 # Each creates .venv and installs the project the first time; later calls install nothing.
+# `make help` lists every target.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -11,14 +12,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hdlora-installed
 KERNEL := hdlora
 PROFILE ?= quick
-# RECOMPUTE=True ignores the simulation/theory tables cached in data/ (default: replot them)
+# RECOMPUTE=True ignores the tables cached in data/ (by default a table is reused when the hash
+# of what produced it — points, arguments, library code — matches)
 RECOMPUTE ?= False
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
+NAMES := $(basename $(notdir $(NOTEBOOKS)))
+LIB := $(shell find lib/hdlora -name '*.py')
+EXEC := build/executed/$(PROFILE)
+STAMPS := $(NAMES:%=$(EXEC)/%.done)
 
-.DEFAULT_GOAL := figures
-.PHONY: figures test lint venv clean
+.DEFAULT_GOAL := help
+.PHONY: help figures test unit notebooks lint venv clean $(NAMES)
 
-venv: $(STAMP)
+help: ## list the targets
+	@echo "hdlora: make <target> [PROFILE=smoke|quick|paper] [RECOMPUTE=True]"
+	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+	@echo "one notebook:     make <name>, one of: $(NAMES)"
+
+venv: $(STAMP) ## create .venv and install the project (once)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,30 +37,45 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (hdlora)" >/dev/null
 	touch $(STAMP)
 
-# Execute each notebook with papermill (profile $(PROFILE)); executed copies go to build/executed.
-figures: $(STAMP)
-	mkdir -p build/executed
-	for nb in $(NOTEBOOKS); do \
-	  name=$$(basename $$nb .py); echo "== $$name (profile $(PROFILE))"; \
-	  $(BIN)/jupytext --to ipynb -o - $$nb 2>/dev/null \
-	    | $(BIN)/papermill - build/executed/$$name.ipynb -k $(KERNEL) -l python \
-	        -p profile $(PROFILE) -p recompute $(RECOMPUTE) --log-level ERROR; \
-	done
+figures: $(STAMPS) ## execute the notebooks whose source or library changed; write data/ and figures/
 
-# Unit tests, then the notebooks (profile smoke) under nbval, in one pytest run.
-test: $(STAMP)
+# one notebook by name, e.g. `make 02_pretraining_theory`
+$(NAMES): %: $(EXEC)/%.done
+
+# A notebook reruns when it or the library changed. It writes into the repository (out_dir) and
+# its executed copy goes to build/executed/$(PROFILE)/; its log replaces papermill's noise.
+$(EXEC)/%.done: notebooks/%.py $(LIB) $(STAMP)
+	@mkdir -p $(EXEC); start=$$(date +%s); \
+	if $(BIN)/jupytext --to ipynb -o - $< 2>/dev/null \
+	    | HDLORA_PROGRESS=0 $(BIN)/papermill - $(EXEC)/$*.ipynb -k $(KERNEL) -l python \
+	        -p profile $(PROFILE) -p out_dir $(CURDIR) -p recompute $(RECOMPUTE) \
+	        --no-progress-bar --log-level ERROR >$(EXEC)/$*.log 2>&1; then \
+	  echo "$* (profile $(PROFILE)): done in $$(( $$(date +%s) - start )) s"; touch $@; \
+	else \
+	  echo "$* (profile $(PROFILE)): FAILED after $$(( $$(date +%s) - start )) s; log: $(EXEC)/$*.log"; \
+	  tail -n 40 $(EXEC)/$*.log; exit 1; \
+	fi
+
+test: lint unit notebooks ## lint, unit tests, and every notebook under nbval (profile smoke)
+
+unit: $(STAMP) ## the unit tests only (the fast tier)
+	HDLORA_PROGRESS=0 $(BIN)/python -m pytest tests -p no:cacheprovider -q
+
+# Notebooks run with profile smoke into build/nbval (wiped first, caches ignored): a test never
+# trusts an old table.
+notebooks: $(STAMP) ## every notebook under nbval (profile smoke, fresh outputs)
 	rm -rf build/nbval && mkdir -p build/nbval
-	for nb in $(NOTEBOOKS); do \
-	  name=$$(basename $$nb .py); \
-	  $(BIN)/jupytext --to ipynb -o - $$nb 2>/dev/null \
+	for name in $(NAMES); do \
+	  $(BIN)/jupytext --to ipynb -o - notebooks/$$name.py 2>/dev/null \
 	    | $(BIN)/papermill - build/nbval/$$name.ipynb -k $(KERNEL) -l python \
-	        -p profile smoke --prepare-only --log-level WARNING; \
+	        -p profile smoke -p out_dir $(CURDIR)/build/nbval/out/$$name -p recompute True \
+	        --prepare-only --log-level ERROR 2>/dev/null; \
 	done
-	HDLORA_PROGRESS=0 $(BIN)/python -m pytest tests build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider
+	HDLORA_PROGRESS=0 $(BIN)/python -m pytest build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -q
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check lib tests notebooks bench
 	$(BIN)/ruff format --check lib tests bench
 
-clean:
+clean: ## remove build/ (executed notebooks, stamps, test outputs)
 	rm -rf build

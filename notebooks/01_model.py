@@ -19,38 +19,62 @@
 # attention matrices (eqs. 29–30), and the Gaussian law of the test pre-activations (Result 1,
 # eqs. 13–14).
 #
-# Parameters (papermill): `profile` ∈ {smoke, quick, paper}, `seed`, `progress`.
+# Parameters (papermill): every physical parameter below — the point of the simulations
+# (`T`, `kappa0`, `kappa`, `Delta`, `alpha`, `alpha_ft`, `lam`, `lam_ft`, `activation`, `reuse`),
+# also used by the noise check of eq. (6) and the reduction (29) —, the sample counts `n_noise`,
+# `n_rep`, `profile` ∈ {smoke, quick, paper} (sizes when `D_sim`, `n_fresh`, `D_list` are None),
+# `out_dir` (None: `build/runs/01_model/`), `seed`, `progress` (None: the `HDLORA_PROGRESS`
+# environment variable decides), `recompute` (nothing is cached here).
 
 # %% tags=["parameters"]
 profile = "quick"
+out_dir = None
 seed = 0
-progress = True
+progress = None
+recompute = False
+# the model of eqs. (1)-(7): one point, trained by the simulator at D = D_sim
+T = 3
+kappa0 = 1.0
+kappa = 1.0
+Delta = 0.5
+alpha = 0.1
+alpha_ft = 3.0
+lam = 0.1
+lam_ft = 0.5
+activation = "softmax"
+reuse = False  # the paper's e
+n_noise = 200_000  # draws of the noise xi of eq. (6)
+n_rep = 400  # sequences per D of the reduction check (29)
+D_sim = None  # dimension of the simulation (Result 1)
+n_fresh = None  # fresh test sequences of the simulation
+D_list = None  # dimensions of the reduction check (29)
 
 # %%
-import logging
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from hdlora import Params
+from hdlora.harness.run import Run
 from hdlora.model.data import draw_noise
-from hdlora.harness.io import output_dirs, save_figure, write_table
 from hdlora.model.losses import pretrain_preactivation
-from hdlora.harness.profiles import choose
 from hdlora.simulation.experiment import Experiment
 
-logging.basicConfig(level=logging.WARNING)
-data_dir, fig_dir = output_dirs(profile)
-D_sim = choose(profile, smoke=80, quick=120, paper=400)
-n_fresh = choose(profile, smoke=20_000, quick=100_000, paper=200_000)
-D_list = choose(profile, smoke=[10, 40, 160], quick=[10, 40, 160, 640, 2560],
-                paper=[10, 40, 160, 640, 2560, 10240])
+run = Run("01_model", out_dir, profile, recompute)
+D_sim = run.choose(D_sim, smoke=80, quick=120, paper=400)
+n_fresh = run.choose(n_fresh, smoke=20_000, quick=100_000, paper=200_000)
+D_list = run.choose(D_list, smoke=[10, 40, 160], quick=[10, 40, 160, 640, 2560],
+                    paper=[10, 40, 160, 640, 2560, 10240])
+# every value is checked at once, with the message of Params (and of its sizes at D = D_sim)
+params = Params(T=T, kappa0=kappa0, kappa=kappa, Delta=Delta, alpha=alpha, alpha_ft=alpha_ft,
+                lam=lam, lam_ft=lam_ft, activation=activation, reuse=reuse)
+params.sizes(D_sim)
+for name, value in {"n_noise": n_noise, "n_rep": n_rep, "n_fresh": n_fresh}.items():
+    if isinstance(value, bool) or int(value) != value or value < 2:
+        raise ValueError(f"{name} must be an integer >= 2, got {name}={value!r}")
 
 # %% [markdown]
 # ## The attention model, eq. (1)
@@ -96,13 +120,14 @@ D_list = choose(profile, smoke=[10, 40, 160], quick=[10, 40, 160, 640, 2560],
 # $\Delta/2$ off it, so that $z^*_{ab}$ has variance $(1+\delta_{ab})(\Delta/2+Q_0)$ (eq. 13).
 
 # %%
-Delta, T = 0.5, 3
-xi = draw_noise(200_000, T, Delta, torch.Generator().manual_seed(seed)).numpy()
+xi = draw_noise(n_noise, T, Delta, torch.Generator().manual_seed(seed)).numpy()
 var = xi.var(axis=0)
 expected = np.where(np.eye(T, dtype=bool), Delta, Delta / 2)
-print("empirical variances of xi:\n", var.round(4))
 assert np.allclose(xi, np.swapaxes(xi, 1, 2))
 assert np.all(np.abs(var - expected) < 5 * expected * np.sqrt(2 / len(xi)))
+print(f"Empirical variances of xi (rows a, columns b), Delta = {Delta}, {n_noise} draws; "
+      f"expected Delta on the diagonal, Delta/2 = {Delta / 2} off it:")
+pd.DataFrame(var, index=pd.Index(range(T), name="a"), columns=pd.Index(range(T), name="b")).round(4)
 
 # %% [markdown]
 # ## Reduction to attention matrices, eqs. (29)–(30)
@@ -119,7 +144,6 @@ rng = np.random.default_rng(seed)
 B = rng.standard_normal((T, T))
 rows = []
 for D in D_list:
-    n_rep = 400
     X = rng.standard_normal((n_rep, T, D))
     vals = ((B @ X) ** 2).sum(axis=(1, 2)) / D  # D^-1 ||B X||_F^2 for each sequence
     rows.append({"D": D, "n_rep": n_rep, "mean": vals.mean(), "std": vals.std(ddof=1),
@@ -128,12 +152,12 @@ reduction = pd.DataFrame(rows)
 reduction["rel_std"] = reduction["std"] / reduction["target"]
 reduction["mean_err_in_se"] = (reduction["mean"] - reduction["target"]) / (
     reduction["std"] / np.sqrt(reduction["n_rep"]))
-print(reduction.to_string(index=False))
 slope = np.polyfit(np.log(reduction["D"]), np.log(reduction["rel_std"]), 1)[0]
-print(f"fluctuation ~ D^{slope:.3f} (expected D^-0.5)")
 assert abs(slope + 0.5) < 0.1
 assert np.all(np.abs(reduction["mean_err_in_se"]) < 5)  # the mean is exact at every D
-write_table(reduction.assign(T=T, seed=seed, profile=profile), data_dir / "model_reduction.csv")
+run.write(reduction.assign(T=T, seed=seed), "model_reduction")
+print(f"fluctuation ~ D^{slope:.3f} (expected D^-0.5)")
+reduction.round(4)
 
 # %% [markdown]
 # ## Result 1: the law of the test pre-activations, eqs. (13)–(14)
@@ -153,15 +177,14 @@ write_table(reduction.assign(T=T, seed=seed, profile=profile), data_dir / "model
 # covariance $\widehat{C}_{ij}$ from $n$ Gaussian samples is $\sqrt{(C_{ij}^2+C_{ii}C_{jj})/n}$.
 
 # %%
-params = Params(T=3, kappa0=1.0, kappa=1.0, Delta=0.5, alpha=0.1, alpha_ft=3.0, lam=0.1,
-                lam_ft=0.5, activation="softmax")
 exp = Experiment(params, D_sim, seed, n_test=n_fresh, device="cpu")
 fit_pre = exp.pretrain(progress=progress)
 fit_ft = exp.finetune(fit_pre.x, progress=progress)
 assert fit_pre.converged and fit_ft.converged
 W_hat, w_hat = fit_pre.x, fit_ft.x
 op = exp.order_parameters(W_hat, w_hat)
-print({k: round(v, 4) for k, v in op.items()})
+print(f"Order parameters of the trained weights at D = {D_sim} (eqs. 8-9):")
+pd.DataFrame([op]).round(4)
 
 # %%
 X = exp.test.X
@@ -196,8 +219,10 @@ for a in range(T):
     rows += cov_rows("chi", f"{a}", chi_star[:, a], chi[:, a], theory)
 result1 = pd.DataFrame(rows)
 result1["z_score"] = (result1["empirical"] - result1["theory"]) / result1["se"]
-print(result1.round(4).to_string(index=False))
 assert np.all(np.abs(result1["z_score"]) < 5), "Result 1 covariance disagrees with eq. (13)-(14)"
+result1_table = result1.assign(D=D_sim, n_fresh=n, seed=seed, **params.to_dict())
+run.write(result1_table, "model_result1_covariance")
+result1.round(4)
 
 # %% [markdown]
 # Independence of the blocks (App. A.4). A Wick contraction over $X$ gives the mixed covariance
@@ -220,10 +245,12 @@ B_c = S_hat - torch.trace(S_hat) / D_sim * torch.eye(D_sim, dtype=S_hat.dtype)
 wSw = float(exp.teacher.w_star @ S_hat @ w_hat) / D_sim**2
 wBw = float(exp.teacher.w_star @ B_c @ w_hat) / D_sim**2
 pairs = []
-for a, b in [(0, 1), (0, 2), (1, 2), (0, 0), (2, 2)]:
+off_diagonal = [(a, b) for a in range(T) for b in range(a + 1, T)][:3]
+for a, b in off_diagonal + [(0, 0), (T - 1, T - 1)]:
     s_ab = 1 + (a == b)
     zc = z[:, a, b] - z[:, a, b].mean()
-    t = next(i for i in range(T) if i not in (a, b))
+    # a token pair (t, t) outside {(a, b), (b, a)}: its covariance vanishes (for T = 2, t = a)
+    t = next((i for i in range(T) if i not in (a, b)), a)
     perms = [(a, b, s_ab)] if a == b else [(a, b, s_ab), (b, a, s_ab)]
     for c, d, k in perms + [(t, t, 0)]:
         prod = zc * (chi_star[:, c] * chi[:, d])
@@ -233,9 +260,9 @@ for a, b in [(0, 1), (0, 2), (1, 2), (0, 0), (2, 2)]:
 decoupling = pd.DataFrame(pairs)
 decoupling["z_score"] = (decoupling["empirical"] - decoupling["eq57_uncentred_S"]) / decoupling["se"]
 decoupling["z_score_centred_B"] = (decoupling["empirical"] - decoupling["eq57_centred_B"]) / decoupling["se"]
-print(decoupling.round(5).to_string(index=False))
-print(f"D^-2 w*^T S w = {wSw:.5f}; compare D^-1/2 = {D_sim ** -0.5:.3f} (eq. 58)")
 assert np.all(np.abs(decoupling["z_score"]) < 5)
+print(f"D^-2 w*^T S w = {wSw:.5f}; compare D^-1/2 = {D_sim ** -0.5:.3f} (eq. 58)")
+decoupling.round(5)
 
 # %% [markdown]
 # Gaussianity is the large-$D$ part of Result 1: the excess kurtosis of the quadratic fields
@@ -249,7 +276,8 @@ def excess_kurtosis(x):
 
 kurt = {f"z_{a}{b}": excess_kurtosis(z[:, a, b]) for a, b in [(0, 0), (0, 1)]}
 kurt.update({f"z*_{a}{b}": excess_kurtosis(z_star[:, a, b]) for a, b in [(0, 0), (0, 1)]})
-print({k: round(v, 4) for k, v in kurt.items()}, "(Gaussian: 0)")
+print(f"Excess kurtosis at D = {D_sim} (Gaussian: 0):")
+pd.DataFrame([kurt]).round(4)
 
 # %% [markdown]
 # ### Result 3 at finite D: the test error through the Gaussian law
@@ -262,28 +290,32 @@ print({k: round(v, 4) for k, v in kurt.items()}, "(Gaussian: 0)")
 
 # %%
 from hdlora.model.losses import sample_errors
-from hdlora.theory.pretrain import PretrainSamples, channel_fields, errors
+from hdlora.theory.laws import PretrainSamples, channel_fields, pretrain_errors
 
 errs_sim = sample_errors(torch.as_tensor(z), exp.test, params).numpy()
 gauss = PretrainSamples.draw(n, T, seed + 1)  # (z*, z) ~ Q of eq. (13) with the finite-D values
 zs_g, zz_g, _ = channel_fields(op["Q"], op["M"], op["Q0"], params.Delta, gauss, T)
-E_gauss, E_gauss_se = errors(zs_g, zz_g, params)
+E_gauss, E_gauss_se = pretrain_errors(zs_g, zz_g, params)
 E_table = pd.DataFrame([
     {"quantity": "test error, simulation (fresh sequences)", "value": errs_sim.mean(),
      "se": errs_sim.std() / np.sqrt(n)},
     {"quantity": "E ||s(z)-s(z*)||^2, Gaussian law Q at finite-D (Q0,Q,M)",
      "value": E_gauss, "se": E_gauss_se},
 ])
-print(E_table.to_string(index=False))
 gap = errs_sim.mean() - E_gauss
 print(f"gap = {gap:+.4f} ± {math.hypot(errs_sim.std() / np.sqrt(n), E_gauss_se):.4f} at D = {D_sim}")
+E_table.round(4)
+
+# %% [markdown]
+# ### The two checks in one figure
+#
+# Left: the relative fluctuation of $D^{-1}\|BX\|_F^2$ against $D$ on log–log axes; the points
+# should follow the dashed $D^{-1/2}$ line (the reduction 29 becomes exact as $D\to\infty$).
+# Right: every empirical covariance of Result 1 at $D$ = `D_sim` against its theory value with the
+# finite-$D$ order parameters; the points should lie on the diagonal within their error bars,
+# for the extensive block $(z^*,z)$ (squares) as for the rank-one block $(\chi^*,\chi)$ (circles).
 
 # %%
-result1_table = result1.assign(
-    D=D_sim, n_fresh=n, seed=seed, profile=profile, **{k: v for k, v in params.to_dict().items()}
-)
-write_table(result1_table, data_dir / "model_result1_covariance.csv")
-
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 ax = axes[0]
 ax.loglog(reduction["D"], reduction["rel_std"], "o-", label="std of $D^{-1}\\|BX\\|_F^2$ / $\\|B\\|_F^2$")
@@ -304,7 +336,8 @@ ax.set_ylabel("empirical covariance")
 ax.set_title(f"Result 1 at $D={D_sim}$")
 ax.legend(fontsize=8)
 fig.tight_layout()
-save_figure(fig, fig_dir / "model_checks")
+run.save(fig, "model_checks")
+plt.show()
 
 # %% [markdown]
 # ## Population versus empirical centring
@@ -324,11 +357,12 @@ diag_offset = np.diagonal(z_train, axis1=1, axis2=2).mean(axis=1)  # per sequenc
 se_train = diag_offset.std() / np.sqrt(len(diag_offset))
 diag_test = np.diagonal(z, axis1=1, axis2=2).mean(axis=1)
 se_test = diag_test.std() / np.sqrt(n)
-print("mean of z over the train set:\n", offset.round(4))
-print(f"mean diagonal offset: train set {diag_offset.mean():.4f} ± {se_train:.4f}, "
-      f"fresh sequences {diag_test.mean():.4f} ± {se_test:.4f}")
 assert diag_offset.mean() / se_train > 5  # the train set is not centred by eq. (34)
 assert abs(diag_test.mean()) / se_test < 5  # fresh sequences are
+print(f"mean diagonal offset: train set {diag_offset.mean():.4f} ± {se_train:.4f}, "
+      f"fresh sequences {diag_test.mean():.4f} ± {se_test:.4f}")
+print("Mean of z over the train set (rows a, columns b):")
+pd.DataFrame(offset, index=pd.Index(range(T), name="a"), columns=pd.Index(range(T), name="b")).round(4)
 
 # %%
 exp_emp = Experiment(params, D_sim, seed, centering="empirical", device="cpu")
@@ -338,6 +372,6 @@ obs_pop = exp.observables(W_hat, w_hat, {"pretrain": fit_pre, "finetune": fit_ft
 obs_emp = exp_emp.observables(fit_emp.x, fit_emp_ft.x, {"pretrain": fit_emp, "finetune": fit_emp_ft})
 centring = pd.DataFrame([obs_pop.to_dict(), obs_emp.to_dict()])
 cols = ["info_centering", "test_error", "train_error", "ft_test_error", "overlap", "Q", "M", "q", "m"]
-print(centring[cols].round(4).to_string(index=False))
-write_table(centring.assign(profile=profile), data_dir / "model_centering.csv")
+run.write(centring, "model_centering")
 assert obs_pop.converged and obs_emp.converged
+centring[cols].round(4)

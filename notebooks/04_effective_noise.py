@@ -19,32 +19,56 @@
 # state evolution depends on the pre-training only through $\Delta_{\rm eff}$, and records an
 # erratum of App. C.
 #
-# Parameters (papermill): `profile`, `seed`.
+# Parameters (papermill): every physical parameter below, `profile` (sizes when `n`, `n_mc`,
+# `mc_seeds` are None), `out_dir` (None: `build/runs/04_effective_noise/`), `seed`, `progress`,
+# `recompute` (no table of this notebook is cached: it is cheap).
 
 # %% tags=["parameters"]
 profile = "quick"
+out_dir = None
 seed = 0
+progress = None
+recompute = False
+# the Gaussian checks of eqs. (25)-(28): noise and pre-training overlaps
+T = 3
+Delta = 0.5
+Q0 = 2.0
+Q = 0.8
+M = 1.0
+V = 0.7  # inverse curvature of the reused-sequence check (eq. 107)
+# the linear fine-tuning of the Delta_eff equivalence: three effective pre-trainings (Q0, Q, M),
+# A and B with equal Delta_eff, C with another one
+alpha_ft = 3.0
+lam_ft = 0.5
+pretrainings = {"A": [2.0, 0.7, 0.9], "B": [1.5, 1.0, 0.8], "C (other Delta_eff)": [2.0, 1.3, 1.4]}
+n = None  # Gaussian draws of the formula checks
+n_mc = None  # Monte-Carlo samples of the state evolution
+mc_seeds = None
 
 # %%
 import math
 
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from hdlora import Params
-from hdlora.theory import noise
-from hdlora.harness.io import output_dirs, write_table
-from hdlora.harness.profiles import choose
+from hdlora.harness.run import Run
+from hdlora.theory import EffectivePretraining, finetune, noise
 from hdlora.theory.prox import pretrain_prox
 from hdlora.theory.symmetric import multiplicity
-from hdlora.theory import EffectivePretraining, finetune
 
-data_dir, fig_dir = output_dirs(profile)
-n = choose(profile, smoke=200_000, quick=2_000_000, paper=8_000_000)
-n_mc = choose(profile, smoke=4000, quick=30000, paper=100000)
-mc_seeds = choose(profile, smoke=[0, 1], quick=[0, 1, 2, 3], paper=[0, 1, 2, 3, 4, 5])
+run = Run("04_effective_noise", out_dir, profile, recompute)
+n = run.choose(n, smoke=200_000, quick=2_000_000, paper=8_000_000)
+n_mc = run.choose(n_mc, smoke=4000, quick=30000, paper=100000)
+mc_seeds = run.choose(mc_seeds, smoke=[0, 1], quick=[0, 1, 2, 3], paper=[0, 1, 2, 3, 4, 5])
+# every value is checked at once, with the message of Params / EffectivePretraining
+p = Params(T=T, Delta=Delta, alpha_ft=alpha_ft, lam_ft=lam_ft, activation="linear")
+EffectivePretraining(Q0=Q0, Q=Q, M=M)
+pres = {name: EffectivePretraining(Q0=q0, Q=qq, M=mm) for name, (q0, qq, mm) in pretrainings.items()}
+if not V > 0:
+    raise ValueError(f"V must be > 0, got V={V!r}")
 rng = np.random.default_rng(seed)
-Delta, Q0, Q, M = 0.5, 2.0, 0.8, 1.0
 rows = []
 
 
@@ -110,17 +134,17 @@ assert abs(gap - (M / math.sqrt(Q) - math.sqrt(Q)) ** 2) < 1e-12
 # which is eq. (27). Checked with the explicit proximal of `hdlora.theory.prox`:
 
 # %%
-T, V = 3, 0.7
 s = multiplicity(T)
 A0 = Q0 + Delta / 2
 m_samples = n // 10
-g, zeta = rng.standard_normal((2, m_samples, 6))
+g, zeta = rng.standard_normal((2, m_samples, len(s)))
 zstar = np.sqrt(s * A0) * g
 ztilde = np.sqrt(s) * (M / math.sqrt(A0) * g + math.sqrt(Q - M**2 / A0) * zeta)
 h = pretrain_prox(zstar, ztilde, V, T, activation="linear").h
 ratio = (h - zstar) / (ztilde - zstar)
-print(f"(z - z*)/(z_tilde - z*): min {ratio.min():.12f}, max {ratio.max():.12f}; "
-      f"1/(1+4V/T^2) = {1 / (1 + 4 * V / T**2):.12f}, 1/(1+4V/T^2)^2 = {1 / (1 + 4 * V / T**2) ** 2:.12f}")
+display(pd.DataFrame([{"min (z - z*)/(z_tilde - z*)": ratio.min(), "max": ratio.max(),
+                       "1/(1+4V/T^2) (verified)": 1 / (1 + 4 * V / T**2),
+                       "1/(1+4V/T^2)^2 (App. C as printed)": 1 / (1 + 4 * V / T**2) ** 2}]))
 assert np.allclose(ratio, 1 / (1 + 4 * V / T**2), rtol=1e-10)
 for k in (0, 1):  # a diagonal and an off-diagonal entry
     v = np.var(h[:, k] - zstar[:, k]) / s[k]
@@ -129,10 +153,10 @@ for k in (0, 1):  # a diagonal and an off-diagonal entry
 
 # %%
 checks = pd.DataFrame(rows)
-print(checks.to_string(index=False))
 assert np.all(np.abs(checks["z"]) < 5)
-write_table(checks.assign(Delta=Delta, Q0=Q0, Q=Q, M=M, profile=profile),
-            data_dir / "noise_formula_checks.csv")
+run.write(checks.assign(T=T, Delta=Delta, Q0=Q0, Q=Q, M=M, V=V, n=n, seed=seed),
+          "noise_formula_checks")
+checks
 
 # %% [markdown]
 # ## For a linear $\sigma$, $\mathcal E'$ depends on the pre-training only through $\Delta_{\rm eff}$
@@ -143,29 +167,29 @@ write_table(checks.assign(Delta=Delta, Q0=Q0, Q=Q, M=M, profile=profile),
 # fine-tuning fixed point; a third one with a different $\Delta_{\rm eff}$ must not.
 
 # %%
-pres = {"A": EffectivePretraining(Q0=2.0, Q=0.7, M=0.9), "B": EffectivePretraining(Q0=1.5, Q=1.0, M=0.8),
-        "C (other Delta_eff)": EffectivePretraining(Q0=2.0, Q=1.3, M=1.4)}
-p = Params(T=3, Delta=0.5, alpha_ft=3, lam_ft=0.5, activation="linear")
 lin_rows = []
 for name, pre in pres.items():
     for sd in mc_seeds:
-        r = finetune(p, pre, n_mc=n_mc, seed=sd, progress=False)
+        r = finetune(p, pre, n_mc=n_mc, seed=sd, progress=progress)
         lin_rows.append({"pretraining": name, "Q0": pre.Q0, "Q": pre.Q, "M": pre.M,
                          "Delta_eff": noise.delta_eff(p.Delta, pre.Q0, pre.Q, pre.M), "seed": sd,
                          "ft_test_error": r.ft_test_error, "overlap": r.overlap, "q": r.q,
                          "m": r.m, "converged": r.converged})
 lin = pd.DataFrame(lin_rows)
 summary = lin.groupby("pretraining")[["Delta_eff", "ft_test_error", "overlap", "q"]].agg(["mean", "sem"])
-print(summary.round(5).to_string())
-write_table(lin.assign(profile=profile, **{k: v for k, v in p.to_dict().items() if k not in lin}),
-            data_dir / "noise_linear_equivalence.csv")
+run.write(lin.assign(n_mc=n_mc, **{k: v for k, v in p.to_dict().items() if k not in lin}),
+          "noise_linear_equivalence")
+display(summary.round(5))
 a, b, c = (lin[lin["pretraining"] == k] for k in pres)
+diffs = []
 for col in ("ft_test_error", "overlap"):
     diff = a[col].mean() - b[col].mean()
     se = math.hypot(a[col].sem(), b[col].sem())
-    print(f"{col}: A - B = {diff:+.5f} ± {se:.5f};  A - C = {a[col].mean() - c[col].mean():+.5f}")
+    diffs.append({"observable": col, "A - B": diff, "se": se,
+                  "A - C": a[col].mean() - c[col].mean()})
     assert abs(diff) < 5 * se + 1e-12
 assert abs(a["ft_test_error"].mean() - c["ft_test_error"].mean()) > 10 * a["ft_test_error"].sem()
+pd.DataFrame(diffs)
 
 # %% [markdown]
 # ## The frozen baseline, eq. (80)
@@ -177,12 +201,12 @@ assert abs(a["ft_test_error"].mean() - c["ft_test_error"].mean()) > 10 * a["ft_t
 
 # %%
 frozen_rows = []
-for name in ("A", "B"):
+for name in list(pres)[:2]:
     r = finetune(p.replace(lam_ft=math.inf), pres[name], n_mc=n_mc, seed=seed, progress=False)
     d = noise.delta_eff(p.Delta, pres[name].Q0, pres[name].Q, pres[name].M)
     frozen_rows.append({"pretraining": name, "Delta_eff": d, "E_frozen": r.ft_test_error,
                         "se": r.ft_test_error_se,
                         "eq80_corrected": ((p.T**2 + p.T) * d + p.T**2 + p.T) / p.T**2})
 frozen = pd.DataFrame(frozen_rows)
-print(frozen.round(4).to_string(index=False))
 assert np.all(np.abs(frozen["E_frozen"] - frozen["eq80_corrected"]) < 5 * frozen["se"])
+frozen

@@ -20,38 +20,85 @@
 # extensive part as side noise, $q_{\rm BO}$ solves (92) and (95) with the output partition
 # function (96). `hdlora.theory.bayes` implements both.
 #
-# Parameters (papermill): `profile`, `seed`, `progress`.
+# Parameters (papermill): every physical parameter below — the base point `T`, `kappa0`, `kappa`,
+# `Delta`, `alpha`, `alpha_ft`, `activation` (Figure 1's left panel; the BO fine-tuning, the
+# erratum and the comparison with the trained attention use it), and the variations of it:
+# `pretrain_scan` (the overrides whose every combination gives a curve of the BO pre-training
+# against $\alpha$), `alpha_range` (that $\alpha$ in units of $\alpha_{\rm PR}$), `alpha_ft_range`,
+# `lam_fts_side`, `lams`, `lam_fts`, and the denoising problems `rie_points` —, `profile` (sizes
+# when `n_alpha`, `n_alpha_ft`, `n_mc`, `n_out`, `D_rie`, `n_mc_se`, `lams`, `lam_fts` are
+# None), `out_dir` (None: `build/runs/05_bayes_optimal/`), `seed`, `progress` (None: the
+# `HDLORA_PROGRESS` environment variable decides), `recompute` (True: ignore the cached tables).
 
 # %% tags=["parameters"]
 profile = "quick"
+out_dir = None
 seed = 0
-progress = True
+progress = None
+recompute = False
+# the base point (Figure 1's left panel)
+T = 3
+kappa0 = 1.0
+kappa = 1.0
+Delta = 0.5
+alpha = 0.1
+alpha_ft = 3.0
+activation = "softmax"  # the BO output channel (89) is given for the softmax only
+# variations of the base point
+pretrain_scan = {"T": [2, 3], "kappa0": [0.5, 1.0], "Delta": [0.0, 0.5]}  # every combination
+alpha_range = [0.02, 3.0]  # alpha / alpha_PR of the BO pre-training curves
+alpha_ft_range = [0.1, 10.0]  # alpha' of the BO fine-tuning curve
+lam_fts_side = [0.1, 0.2, 0.5]  # lambda' of the trained LoRA with the BO side information
+lams = None  # lambda of the trained attention set beside the BO errors
+lam_fts = None  # lambda' of the trained attention set beside the BO errors
+# the denoising problems of the check of eq. (87): (kappa0, noise variance)
+rie_points = [[1.0, 0.5], [0.5, 0.2], [1.0, 2.0]]
+n_alpha = None  # points of each BO pre-training curve
+n_alpha_ft = None  # points of the BO fine-tuning curve
+n_mc = None  # Monte-Carlo samples of the BO errors
+n_out = None  # outer and inner draws of the BO fine-tuning integral (96)
+D_rie = None  # dimension of the denoising check
+n_mc_se = None  # Monte-Carlo samples of the trained state evolution
 
 # %%
-import logging
+import itertools
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from hdlora import Params
-from hdlora.theory import bayes, spectral
-from hdlora.harness.io import output_dirs, save_figure, write_table
-from hdlora.harness.profiles import choose
-from hdlora.theory import finetune, pretrain
+from hdlora.harness.run import Run
+from hdlora.harness.tables import code_version
+from hdlora.theory import EffectivePretraining, bayes, finetune, pretrain, spectral
 
-logging.basicConfig(level=logging.WARNING)
-data_dir, fig_dir = output_dirs(profile)
-n_alpha = choose(profile, smoke=5, quick=16, paper=30)
-n_alpha_ft = choose(profile, smoke=3, quick=7, paper=12)
-n_mc = choose(profile, smoke=20_000, quick=200_000, paper=1_000_000)
-n_out = choose(profile, smoke=400, quick=2000, paper=4000)
-D_rie = choose(profile, smoke=300, quick=1500, paper=3000)
-n_mc_se = choose(profile, smoke=3000, quick=30000, paper=100000)
+run = Run("05_bayes_optimal", out_dir, profile, recompute)
+n_alpha = run.choose(n_alpha, smoke=5, quick=16, paper=30)
+n_alpha_ft = run.choose(n_alpha_ft, smoke=3, quick=7, paper=12)
+n_mc = run.choose(n_mc, smoke=20_000, quick=200_000, paper=1_000_000)
+n_out = run.choose(n_out, smoke=400, quick=2000, paper=4000)
+D_rie = run.choose(D_rie, smoke=300, quick=1500, paper=3000)
+n_mc_se = run.choose(n_mc_se, smoke=3000, quick=30000, paper=100000)
+lams = run.choose(lams, smoke=[0.01, 0.1], quick=[0.005, 0.01, 0.03, 0.1, 0.3],
+                  paper=[0.003, 0.005, 0.01, 0.03, 0.1, 0.3])
+lam_fts = run.choose(lam_fts, smoke=[0.5], quick=[0.05, 0.5, 1.0], paper=[0.05, 0.2, 0.5, 1.0])
+# every point is built here, so that a bad value fails at once with the message of Params
+base = Params(T=T, kappa0=kappa0, kappa=kappa, Delta=Delta, alpha=alpha, alpha_ft=alpha_ft,
+              activation=activation)
+bayes.output_count(T, activation)  # the BO formulas cover the softmax only
+scan_bases = [base.replace(**dict(zip(pretrain_scan, values, strict=True)))
+              for values in itertools.product(*pretrain_scan.values())]
+scan_points = [b.replace(alpha=float(a))  # α in units of α_PR of each curve
+               for b in scan_bases
+               for a in np.geomspace(*alpha_range, n_alpha) * bayes.perfect_recovery_threshold(b)]
+ft_points = [base.replace(alpha_ft=float(a)) for a in np.geomspace(*alpha_ft_range, n_alpha_ft)]
+side_points = [base.replace(lam_ft=lam_ft_) for lam_ft_ in lam_fts_side]
+cmp_pretrain_points = [base.replace(lam=lam_) for lam_ in lams]
+cmp_points = [p.replace(lam_ft=lam_ft_) for p in cmp_pretrain_points for lam_ft_ in lam_fts]
+for point in rie_points:
+    if not (len(point) == 2 and all(isinstance(x, int | float) and x > 0 for x in point)):
+        raise ValueError(f"rie_points must hold pairs (kappa0 > 0, noise variance > 0), got {point!r}")
 
 # %% [markdown]
 # ## The input channel (87) and the notation $\mu_{1/\hat Q}$
@@ -70,30 +117,34 @@ n_mc_se = choose(profile, smoke=3000, quick=30000, paper=100000)
 # $D^{-1}\|\hat S-S^*/\sqrt D\|_F^2$ is compared with $\mathrm{mmse}$ under both readings.
 
 # %%
-rng = np.random.default_rng(seed)
-rie_rows = []
-for kappa0, Delta_noise in [(1.0, 0.5), (0.5, 0.2), (1.0, 2.0)]:
-    P0 = int(kappa0 * D_rie)
-    W = rng.standard_normal((D_rie, P0))
-    S = W @ W.T / math.sqrt(P0 * D_rie)
-    A = rng.standard_normal((D_rie, D_rie))
-    Y = S + math.sqrt(Delta_noise) * (A + A.T) / math.sqrt(2 * D_rie)
-    lam, U = np.linalg.eigh(Y)
-    eta = math.sqrt(Delta_noise)
-    xi = lam - 2 * Delta_noise * spectral.stieltjes(lam, eta, kappa0).real
-    S_hat = (U * xi) @ U.T
-    err = ((S_hat - S) ** 2).sum() / D_rie
-    Q_hat = 1 / Delta_noise
-    variance_reading = bayes.mmse(Q_hat, kappa0)
-    radius_reading = 1 / Q_hat - 4 * math.pi**2 / (3 * Q_hat**2) * spectral.cube_integral(
-        1 / (2 * Q_hat), kappa0)
-    rie_rows.append({"kappa0": kappa0, "noise_variance": Delta_noise, "D": D_rie,
-                     "rie_error": err, "mmse_variance_reading": variance_reading,
-                     "mmse_radius_reading": radius_reading})
-rie = pd.DataFrame(rie_rows)
-print(rie.round(4).to_string(index=False))
+def rie_table():
+    rng = np.random.default_rng(seed)
+    rie_rows = []
+    for kappa0, Delta_noise in rie_points:
+        P0 = int(kappa0 * D_rie)
+        W = rng.standard_normal((D_rie, P0))
+        S = W @ W.T / math.sqrt(P0 * D_rie)
+        A = rng.standard_normal((D_rie, D_rie))
+        Y = S + math.sqrt(Delta_noise) * (A + A.T) / math.sqrt(2 * D_rie)
+        lam, U = np.linalg.eigh(Y)
+        eta = math.sqrt(Delta_noise)
+        xi = lam - 2 * Delta_noise * spectral.stieltjes(lam, eta, kappa0).real
+        S_hat = (U * xi) @ U.T
+        err = ((S_hat - S) ** 2).sum() / D_rie
+        Q_hat = 1 / Delta_noise
+        variance_reading = bayes.mmse(Q_hat, kappa0)
+        radius_reading = 1 / Q_hat - 4 * math.pi**2 / (3 * Q_hat**2) * spectral.cube_integral(
+            1 / (2 * Q_hat), kappa0)
+        rie_rows.append({"kappa0": kappa0, "noise_variance": Delta_noise, "D": D_rie,
+                         "seed": seed, "rie_error": err, "mmse_variance_reading": variance_reading,
+                         "mmse_radius_reading": radius_reading})
+    return pd.DataFrame(rie_rows)
+
+
+rie = run.table("bayes_mmse_reading", rie_table, points=rie_points, D=D_rie, seed=seed,
+                code=code_version("hdlora.theory.bayes"))
 assert np.all(np.abs(rie["rie_error"] - rie["mmse_variance_reading"]) < 0.03 * rie["mmse_variance_reading"] + 0.01)
-write_table(rie.assign(profile=profile), data_dir / "bayes_mmse_reading.csv")
+rie.drop(columns="cache_key").round(4)
 
 # %% [markdown]
 # ## BO pre-training against $\alpha$
@@ -105,33 +156,43 @@ write_table(rie.assign(profile=profile), data_dir / "bayes_mmse_reading.csv")
 # $Q_{\rm BO}\to\kappa_0$: the estimator knows only the mean of the spectrum.
 
 # %%
-bo_rows = []
-for T in (2, 3):
-    for kappa0 in (0.5, 1.0):
-        for Delta in (0.0, 0.5):
-            base = Params(T=T, kappa0=kappa0, Delta=Delta)
-            a_pr = bayes.perfect_recovery_threshold(base)
-            for alpha in np.geomspace(0.02, 3, n_alpha) * a_pr:
-                r = bayes.pretrain(base.replace(alpha=float(alpha)), n_mc=n_mc, seed=seed)
-                bo_rows.append({**base.replace(alpha=float(alpha)).to_dict(), "Q0": r.Q0,
-                                "Q_BO": r.Q, "mmse": r.mmse, "E_BO": r.test_error,
-                                "E_BO_se": r.test_error_se, "alpha_PR": a_pr,
-                                "perfect_recovery": r.perfect_recovery})
-bo = pd.DataFrame(bo_rows)
-write_table(bo.assign(profile=profile), data_dir / "bayes_pretrain_alpha.csv")
-for key, grp in bo.groupby(["T", "kappa0", "Delta"]):
+def bo_pretrain_table():
+    bo_rows = []
+    for p in scan_points:
+        r = bayes.pretrain(p, n_mc=n_mc, seed=seed)
+        bo_rows.append({**p.to_dict(), "n_mc": n_mc, "seed": seed, "Q0": r.Q0, "Q_BO": r.Q,
+                        "mmse": r.mmse, "E_BO": r.test_error, "E_BO_se": r.test_error_se,
+                        "alpha_PR": bayes.perfect_recovery_threshold(p),
+                        "perfect_recovery": r.perfect_recovery})
+    return pd.DataFrame(bo_rows)
+
+
+bo = run.table("bayes_pretrain_alpha", bo_pretrain_table, points=scan_points, n_mc=n_mc, seed=seed,
+               code=code_version("hdlora.theory.bayes"))
+curves = list(pretrain_scan)  # one curve per combination of the overrides
+for key, grp in bo.groupby(curves):
     assert ((grp["Q_BO"] >= 0) & (grp["Q_BO"] <= grp["Q0"] + 1e-12)).all()
     assert np.all(np.diff(grp["Q_BO"].to_numpy()) >= -1e-10), key  # increasing in α
-    if key[2] == 0:  # perfect recovery exactly above the threshold
+    if grp["Delta"].iloc[0] == 0:  # perfect recovery exactly above the threshold
         assert (grp["perfect_recovery"] == (grp["alpha"] > grp["alpha_PR"] * (1 + 1e-9))).all(), key
-print(bo.groupby(["T", "kappa0", "Delta"])[["alpha_PR"]].first())
+bo.groupby(curves)[["alpha_PR"]].first()
 
+# %% [markdown]
+# The left panel shows the MMSE $Q_0-Q_{\rm BO}$ against $\alpha$, the right one the BO test error
+# $\mathcal E_{\rm BO}$, one curve per combination of `pretrain_scan`. Look at the $\Delta=0$ curves:
+# they fall to zero exactly at their dotted line $\alpha_{\rm PR}$ (perfect recovery), which moves
+# with $T$ and $\kappa_0$; with $\Delta>0$ the MMSE decreases smoothly and stays positive, and
+# $\mathcal E_{\rm BO}$ keeps a floor set by the noise.
+
+# %%
+symbols = {"T": "T", "kappa0": "κ0", "kappa": "κ", "Delta": "Δ", "alpha_ft": "α'", "activation": "σ"}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for (T, kappa0, Delta), grp in bo.groupby(["T", "kappa0", "Delta"]):
-    label = f"T={T}, κ0={kappa0}, Δ={Delta}"
+for key, grp in bo.groupby(curves):
+    key = key if isinstance(key, tuple) else (key,)
+    label = ", ".join(f"{symbols.get(k, k)}={v}" for k, v in zip(curves, key, strict=True))
     line, = axes[0].plot(grp["alpha"], grp["mmse"], label=label)
     axes[1].plot(grp["alpha"], grp["E_BO"], color=line.get_color(), label=label)
-    if Delta == 0:
+    if grp["Delta"].iloc[0] == 0:
         for ax in axes:
             ax.axvline(grp["alpha_PR"].iloc[0], color=line.get_color(), ls=":", lw=0.8)
 axes[0].set_ylabel("MMSE $Q_0-Q_{\\rm BO}$")
@@ -142,7 +203,8 @@ for ax in axes:
 axes[0].legend(fontsize=7)
 fig.suptitle("Bayes-optimal pre-training (dotted: perfect-recovery threshold at Δ = 0)", fontsize=10)
 fig.tight_layout()
-save_figure(fig, fig_dir / "bayes_pretrain")
+run.save(fig, "bayes_pretrain")
+plt.show()
 
 # %% [markdown]
 # ## BO fine-tuning against $\alpha'$ ($\mathrm e=0$)
@@ -151,20 +213,25 @@ save_figure(fig, fig_dir / "bayes_pretrain")
 # error is the change of $\hat q$ when the number of inner draws halves (`inner_error`).
 
 # %%
-ft_base = Params(T=3, kappa0=1, kappa=1, Delta=0.5, alpha=0.1, alpha_ft=3)
-pre_bo = bayes.pretrain(ft_base, n_mc=n_mc, seed=seed)
-ft_rows = []
-for alpha_ft in np.geomspace(0.1, 10, n_alpha_ft):
-    p = ft_base.replace(alpha_ft=float(alpha_ft))
-    r = bayes.finetune(p, pre_bo, n_out=n_out, n_inner=n_out, n_mc=n_mc, seed=seed)
-    ft_rows.append({**p.to_dict(), "q_BO": r.q, "q_hat": r.q_hat, "E_ft_BO": r.ft_test_error,
-                    "E_ft_BO_se": r.ft_test_error_se, "o_BO": r.overlap,
-                    "inner_error": r.inner_error})
-ft = pd.DataFrame(ft_rows)
-print(ft[["alpha_ft", "q_BO", "o_BO", "E_ft_BO", "E_ft_BO_se", "inner_error"]].round(4).to_string(index=False))
+pre_bo = bayes.pretrain(base, n_mc=n_mc, seed=seed)  # the BO pre-training of the base point
+
+
+def bo_finetune_table():
+    ft_rows = []
+    for p in ft_points:
+        r = bayes.finetune(p, pre_bo, n_out=n_out, n_inner=n_out, n_mc=n_mc, seed=seed)
+        ft_rows.append({**p.to_dict(), "n_out": n_out, "n_mc": n_mc, "seed": seed, "q_BO": r.q,
+                        "q_hat": r.q_hat, "E_ft_BO": r.ft_test_error,
+                        "E_ft_BO_se": r.ft_test_error_se, "o_BO": r.overlap,
+                        "inner_error": r.inner_error})
+    return pd.DataFrame(ft_rows)
+
+
+ft = run.table("bayes_finetune_alpha_ft", bo_finetune_table, points=ft_points, n_out=n_out,
+               n_mc=n_mc, seed=seed, code=code_version("hdlora.theory.bayes"))
 assert ((ft["q_BO"] >= 0) & (ft["q_BO"] <= 1)).all()
 assert np.all(np.diff(ft["q_BO"].to_numpy()) > 0)
-write_table(ft.assign(profile=profile), data_dir / "bayes_finetune_alpha_ft.csv")
+ft[["Delta", "alpha_ft", "q_BO", "o_BO", "E_ft_BO", "E_ft_BO_se", "inner_error"]].round(4)
 
 # %% [markdown]
 # ## Erratum in (95)–(96): the side noise of the data
@@ -179,25 +246,33 @@ write_table(ft.assign(profile=profile), data_dir / "bayes_finetune_alpha_ft.csv"
 # (an effective pre-training with $Q=M=Q_{\rm BO}$, so $\Delta_{\rm eff}=V_{\rm BO}$) and compare.
 
 # %%
-from hdlora.theory import EffectivePretraining
-
 side = EffectivePretraining(Q0=pre_bo.Q0, Q=pre_bo.Q, M=pre_bo.Q)
-trained_best = max((finetune(ft_base.replace(lam_ft=l), side, n_mc=n_mc_se, seed=seed,
-                             progress=False) for l in (0.1, 0.2, 0.5)), key=lambda r: r.overlap)
-readings = []
-for noise_in_data in (False, True):
-    r = bayes.finetune(ft_base, pre_bo, n_out=n_out, n_inner=n_out, n_mc=n_mc, seed=seed,
-                       noise_in_data=noise_in_data)
-    readings.append({"reading": "corrected (noise in the data)" if noise_in_data else "as printed",
-                     "o_BO": r.overlap, "E_ft_BO": r.ft_test_error, "inner_error": r.inner_error})
-readings.append({"reading": f"trained LoRA, same side information, λ'={trained_best.params.lam_ft}",
-                 "o_BO": trained_best.overlap, "E_ft_BO": trained_best.ft_test_error,
-                 "inner_error": np.nan})
-readings = pd.DataFrame(readings)
-print(readings.round(4).to_string(index=False))
-write_table(readings.assign(profile=profile), data_dir / "bayes_finetune_reading.csv")
+
+
+def reading_table():
+    trained_best = max((finetune(p, side, n_mc=n_mc_se, seed=seed, progress=progress)
+                        for p in side_points), key=lambda r: r.overlap)
+    readings = []
+    for noise_in_data in (False, True):
+        r = bayes.finetune(base, pre_bo, n_out=n_out, n_inner=n_out, n_mc=n_mc, seed=seed,
+                           noise_in_data=noise_in_data)
+        readings.append({"reading": "corrected (noise in the data)" if noise_in_data else "as printed",
+                         "lam_ft": np.nan, "o_BO": r.overlap, "E_ft_BO": r.ft_test_error,
+                         "inner_error": r.inner_error})
+    readings.append({"reading": f"trained LoRA, same side information, λ'={trained_best.params.lam_ft}",
+                     "lam_ft": trained_best.params.lam_ft, "o_BO": trained_best.overlap,
+                     "E_ft_BO": trained_best.ft_test_error, "inner_error": np.nan})
+    point = {k: v for k, v in base.to_dict().items() if k not in ("lam", "lam_ft")}
+    return pd.DataFrame(readings).assign(**point, Q_BO=pre_bo.Q, n_out=n_out, n_mc=n_mc,
+                                         n_mc_se=n_mc_se, seed=seed)
+
+
+readings = run.table("bayes_finetune_reading", reading_table, point=base, side_points=side_points,
+                     n_out=n_out, n_mc=n_mc, n_mc_se=n_mc_se, seed=seed,
+                     code=[code_version("hdlora.theory.bayes"), code_version(finetune)])
 assert readings["o_BO"].iloc[1] > readings["o_BO"].iloc[2]  # corrected BO beats the trained LoRA
 assert readings["o_BO"].iloc[0] < readings["o_BO"].iloc[2]  # the printed form does not
+readings[["reading", "Delta", "alpha_ft", "lam_ft", "o_BO", "E_ft_BO", "inner_error"]].round(4)
 
 # %% [markdown]
 # ## The BO errors lie below the trained attention
@@ -205,25 +280,30 @@ assert readings["o_BO"].iloc[0] < readings["o_BO"].iloc[2]  # the printed form d
 # At $T=3$, $\kappa_0=\kappa=1$, $\Delta=0.5$, $\alpha=0.1$, $\alpha'=3$ (Figure 1's left panel), the
 # state evolution of the trained attention over a range of $\lambda$ (and $\lambda'$) never goes
 # below the BO errors: a consistency check of both sides, since the BO formulas come from earlier
-# papers.
+# papers. (That point is the base point of the parameters cell; the BO errors are those of
+# the corrected reading above.)
 
 # %%
-lams = choose(profile, smoke=[0.01, 0.1], quick=[0.005, 0.01, 0.03, 0.1, 0.3], paper=[0.003, 0.005, 0.01, 0.03, 0.1, 0.3])
-lam_fts = choose(profile, smoke=[0.5], quick=[0.05, 0.5, 1.0], paper=[0.05, 0.2, 0.5, 1.0])
-bo_ft = bayes.finetune(ft_base, pre_bo, n_out=n_out, n_inner=n_out, n_mc=n_mc, seed=seed)
-cmp_rows = []
-for lam in lams:
-    pr = pretrain(ft_base.replace(lam=lam), n_mc=n_mc_se, seed=seed, progress=False)
-    for lam_ft in lam_fts:
-        p = ft_base.replace(lam=lam, lam_ft=lam_ft)
-        f = finetune(p, pr, n_mc=n_mc_se, seed=seed, progress=False)
-        cmp_rows.append({"lam": lam, "lam_ft": lam_ft, "E_trained": pr.test_error,
-                         "E_ft_trained": f.ft_test_error, "overlap_trained": f.overlap,
-                         "E_BO": pre_bo.test_error, "E_ft_BO": bo_ft.ft_test_error,
-                         "o_BO": bo_ft.overlap})
-cmp = pd.DataFrame(cmp_rows)
-print(cmp.round(4).to_string(index=False))
-write_table(cmp.assign(profile=profile, **{k: v for k, v in ft_base.to_dict().items() if k not in cmp}),
-            data_dir / "bayes_vs_trained.csv")
+bo_ft = readings.iloc[1]  # the corrected BO fine-tuning of the base point (same call, same draws)
+
+
+def cmp_table():
+    cmp_rows = []
+    for pre_point in cmp_pretrain_points:
+        pr = pretrain(pre_point, n_mc=n_mc_se, seed=seed, progress=progress)
+        for lam_ft_ in lam_fts:
+            p = pre_point.replace(lam_ft=lam_ft_)
+            f = finetune(p, pr, n_mc=n_mc_se, seed=seed, progress=progress)
+            cmp_rows.append({**p.to_dict(), "n_mc_se": n_mc_se, "n_mc": n_mc, "seed": seed,
+                             "E_trained": pr.test_error, "E_ft_trained": f.ft_test_error,
+                             "overlap_trained": f.overlap, "E_BO": pre_bo.test_error,
+                             "E_ft_BO": bo_ft["E_ft_BO"], "o_BO": bo_ft["o_BO"]})
+    return pd.DataFrame(cmp_rows)
+
+
+cmp = run.table("bayes_vs_trained", cmp_table, points=cmp_points, n_mc=n_mc, n_mc_se=n_mc_se,
+                n_out=n_out, seed=seed,
+                code=[code_version("hdlora.theory.bayes"), code_version(pretrain), code_version(finetune)])
 assert (cmp["E_trained"] >= cmp["E_BO"]).all()
 assert (cmp["E_ft_trained"] >= cmp["E_ft_BO"]).all()
+cmp[["lam", "lam_ft", "E_trained", "E_ft_trained", "overlap_trained", "E_BO", "E_ft_BO", "o_BO"]].round(4)

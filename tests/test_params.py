@@ -69,7 +69,7 @@ def test_observables_row_is_flat():
 
 def test_observables_are_built_by_keyword_and_read_in_one_line():
     with pytest.raises(TypeError):
-        Observables(Params(), "theory")  # noqa: the record refuses positional fields
+        Observables(Params(), "theory")  # the record refuses positional fields
     obs = Observables(
         params=Params(), source="simulation", test_error=0.25, test_error_se=0.01, D=100
     )

@@ -1,14 +1,36 @@
-r"""Simulation against theory: finite-D extrapolation and the agreement criterion.
+r"""Simulation against theory: finite-D extrapolation and an agreement criterion with power.
 
-:func:`agreement_table` extrapolates the simulations to D → ∞ (weighted fit a + b/D of the seed
-means) and compares them with the theory, one row per (point, observable);
-:func:`check_agreement` applies a criterion fixed before looking at the data.
+:func:`agreement_table` extrapolates the simulations of each point to D → ∞ (weighted
+least-squares fit mean(D) = a + b/D of the seed means; with a single D, the value at that D)
+and sets them beside the theory, one row per (point, observable). :func:`check_agreement`
+applies a criterion fixed before looking at the data, with two parts:
+
+1. **Each comparison** (a gross error at one point): z = (sim_∞ − theory)/√(se_sim² + se_th²),
+   with the simulation's standard error from that point's own seeds, must stay below the
+   Bonferroni threshold of Student's t with that point's degrees of freedom (family-wise error
+   ``family_error`` over all comparisons).
+2. **Each observable** (a bias common to all points — a factor, a normalisation): the mean
+   relative deviation r̄ = mean_i (sim_∞,i − theory_i)/|theory_i| over the points with a
+   non-zero theory value must stay below
+   the Bonferroni threshold times its standard error. That standard error uses the *pooled*
+   relative variance of the seeds (all points and D of the observable together; many degrees of
+   freedom), which is unbiased for the variance of a mean over points even where the points'
+   spreads differ, so this part keeps its power with few seeds per point.
+
+Non-finite values (theory, simulation or standard error) fail the check. Comparisons where both
+the simulation and the theory are exactly zero (Q = M = 0 at the zero predictor, q = m = 0 at
+λ' = ∞) carry no information: they are excluded before any floor and counted.
+:func:`bias_power` reports the check's power: the smallest uniform relative bias of the theory
+that it rejects.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from hdlora.params import Params
 
@@ -18,43 +40,43 @@ PARAM_COLUMNS = list(Params().to_dict())
 def agreement_threshold(n_comparisons: int, dof: float, family_error: float = 0.01) -> float:
     r"""|t| threshold such that, if the theory is right, all ``n_comparisons`` Student-t statistics
     with ``dof`` degrees of freedom stay below it with probability ≥ 1 − ``family_error``
-    (Bonferroni). Decided before looking at the data; small dof (few seeds) gives a weak test."""
-    from scipy import stats
-
+    (Bonferroni)."""
+    if n_comparisons < 1:
+        raise ValueError(f"n_comparisons must be >= 1, got n_comparisons={n_comparisons!r}")
+    if not dof > 0:
+        raise ValueError(f"dof must be > 0, got dof={dof!r}")
     return float(stats.t.ppf(1 - family_error / (2 * n_comparisons), dof))
 
 
-def extrapolate(sim: pd.DataFrame, column: str, by: list[str] | None = None) -> pd.DataFrame:
-    r"""Per point: the mean ± standard error over seeds at each D, and the weighted least-squares
-    fit mean(D) = a + b/D, whose intercept a ± se(a) is the D → ∞ value.
+def _fit_intercept(x, y, se):
+    """Weighted least squares y = a + b x; returns (a, se(a)). One point: (y, se)."""
+    if len(x) == 1:
+        return float(y[0]), float(se[0])
+    if np.any(se <= 0) or not np.all(np.isfinite(se)):
+        return float("nan"), float("nan")
+    w = 1.0 / se**2
+    A = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(A.T @ (w[:, None] * A))
+    coef = cov @ (A.T @ (w * y))
+    return float(coef[0]), float(np.sqrt(cov[0, 0]))
 
-    Returns one row per point with ``{column}_D{D}``, ``{column}_se_D{D}`` for each D,
-    ``{column}_inf`` and ``{column}_inf_se`` (NaN with a single D), and ``dof`` (number of
-    simulations minus the number of fitted coefficients).
-    """
-    by = by or PARAM_COLUMNS
-    out = []
-    for key, grp in sim.groupby(by, sort=False, dropna=False):
-        stats = grp.groupby("D")[column].agg(["mean", "std", "count"]).sort_index()
-        stats["se"] = stats["std"] / np.sqrt(stats["count"])
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        for D, st in stats.iterrows():
-            row[f"{column}_D{D}"] = st["mean"]
-            row[f"{column}_se_D{D}"] = st["se"]
-        row["dof"] = int(stats["count"].sum()) - min(len(stats), 2)
-        if len(stats) >= 2:
-            x = 1.0 / stats.index.to_numpy(float)
-            w = 1.0 / np.maximum(stats["se"].to_numpy(), 1e-12) ** 2
-            A = np.stack([np.ones_like(x), x], axis=1)
-            cov = np.linalg.inv(A.T @ (w[:, None] * A))
-            coef = cov @ (A.T @ (w * stats["mean"].to_numpy()))
-            row[f"{column}_inf"] = coef[0]
-            row[f"{column}_inf_se"] = float(np.sqrt(cov[0, 0]))
-        else:
-            row[f"{column}_inf"] = np.nan
-            row[f"{column}_inf_se"] = np.nan
-        out.append(row)
-    return pd.DataFrame(out)
+
+def pooled_relative_variance(
+    sim: pd.DataFrame, keys: list[str], column: str, exclude: pd.DataFrame | None = None
+):
+    """Σ(n−1) s²/mean² / Σ(n−1) over the (point, D) groups of ``column`` with n ≥ 2 and a
+    non-zero mean, leaving out the points listed in ``exclude`` (rows of ``keys``: those whose
+    theory value is 0, where a relative spread means nothing); returns (relative variance,
+    degrees of freedom)."""
+    if exclude is not None and len(exclude):
+        drop = sim.merge(exclude[keys].drop_duplicates(), on=keys, how="left", indicator=True)
+        sim = sim[(drop["_merge"] == "left_only").to_numpy()]
+    g = sim.groupby([*keys, "D"], sort=False, dropna=False)[column].agg(["mean", "var", "count"])
+    g = g[(g["count"] >= 2) & (g["mean"] != 0) & np.isfinite(g["mean"])]
+    dof = float((g["count"] - 1).sum())
+    if dof == 0:
+        return float("nan"), 0.0
+    return float(((g["count"] - 1) * g["var"] / g["mean"] ** 2).sum() / dof), dof
 
 
 def agreement_table(
@@ -63,36 +85,158 @@ def agreement_table(
     r"""Simulation (extrapolated to D → ∞) against theory, one row per (point, observable).
 
     ``theory`` may hold several Monte-Carlo seeds per point: the theory value is their mean and
-    ``theory_se`` their standard error. Columns: the ``keys``, ``observable``, ``sim_D{D}``,
-    ``sim_se_D{D}``, ``sim_inf``, ``sim_inf_se``, ``dof``, ``theory``, ``theory_se`` and
-    ``z = (sim_inf − theory)/√(sim_inf_se² + theory_se²)``.
+    ``theory_se`` their standard error (or the solver's own ``<observable>_se`` with one seed).
+    Columns: the ``keys``, ``observable``, ``sim_D{D}``, ``sim_se_D{D}`` (per D), ``sim_inf``,
+    ``sim_inf_se`` (the point's own seeds), ``sim_inf_se_pooled`` (pooled relative variance),
+    ``dof`` (the point's simulations minus the fitted coefficients), ``dof_pooled``, ``theory``,
+    ``theory_se``, ``z``, ``rel_dev`` = (sim_inf − theory)/|theory| and ``exact_zero``.
     """
-    tables = []
+    rows = []
     for col in observables:
-        ex = extrapolate(sim, col, by=keys)
-        th = theory.groupby(keys, sort=False, dropna=False)[col].agg(["mean", "std", "count"])
-        th = th.reset_index().rename(columns={"mean": "theory", "std": "theory_std"})
-        m = ex.merge(th, on=keys)
-        m["theory_se"] = m["theory_std"].fillna(0.0) / np.sqrt(m["count"])
-        m["z"] = (m[f"{col}_inf"] - m["theory"]) / np.sqrt(
-            m[f"{col}_inf_se"] ** 2 + m["theory_se"] ** 2
+        zero = theory[theory[col] == 0] if col in theory else None
+        cv2, dof_pooled = pooled_relative_variance(sim, keys, col, exclude=zero)
+        th = theory.groupby(keys, sort=False, dropna=False)
+        for key, grp in sim.groupby(keys, sort=False, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            row = dict(zip(keys, key, strict=True))
+            row["observable"] = col
+            st = grp.groupby("D")[col].agg(["mean", "std", "count"]).sort_index()
+            st["se"] = st["std"] / np.sqrt(st["count"])
+            for D, s in st.iterrows():
+                row[f"sim_D{D}"] = s["mean"]
+                row[f"sim_se_D{D}"] = s["se"]
+            x = 1.0 / st.index.to_numpy(float)
+            y = st["mean"].to_numpy()
+            row["sim_inf"], row["sim_inf_se"] = _fit_intercept(x, y, st["se"].to_numpy())
+            se_pooled = np.sqrt(cv2) * np.abs(y) / np.sqrt(st["count"].to_numpy())
+            _, row["sim_inf_se_pooled"] = _fit_intercept(x, y, se_pooled)
+            row["dof"] = int(st["count"].sum()) - min(len(st), 2)
+            row["dof_pooled"] = dof_pooled
+            try:
+                t = th.get_group(key)
+            except KeyError:
+                t = theory.iloc[:0]
+            values = t[col].to_numpy(float)
+            row["theory"] = float(values.mean()) if len(values) else float("nan")
+            if len(values) >= 2:
+                row["theory_se"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+            elif len(values) == 1 and f"{col}_se" in t:
+                row["theory_se"] = float(t[f"{col}_se"].iloc[0])
+            else:
+                row["theory_se"] = float("nan")
+            row["exact_zero"] = bool(row["theory"] == 0 and np.all(grp[col].to_numpy(float) == 0))
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    out["z"] = (out["sim_inf"] - out["theory"]) / np.sqrt(
+        out["sim_inf_se"] ** 2 + out["theory_se"] ** 2
+    )
+    scale = out["theory"].abs().where(out["theory"] != 0)  # no relative scale at theory = 0
+    out["rel_dev"] = (out["sim_inf"] - out["theory"]) / scale
+    return out
+
+
+@dataclass
+class AgreementCheck:
+    """Outcome of :func:`check_agreement`.
+
+    ``passed``; ``point_threshold`` (Bonferroni |t| of part 1 at the smallest dof) and
+    ``failures`` (its rows above their threshold, plus non-finite rows); ``by_observable``
+    (part 2: mean relative deviation, its pooled standard error, the statistic and threshold);
+    ``n_compared``, ``n_excluded`` (exact zeros), ``n_nonfinite``."""
+
+    passed: bool
+    point_threshold: float
+    failures: pd.DataFrame
+    by_observable: pd.DataFrame
+    n_compared: int
+    n_excluded: int
+    n_nonfinite: int
+
+    def summary(self) -> str:
+        worst = self.by_observable["statistic"].abs().max()
+        return (
+            f"{'PASSED' if self.passed else 'FAILED'}: {self.n_compared} comparisons "
+            f"({self.n_excluded} exact zeros excluded, {self.n_nonfinite} non-finite); "
+            f"per point |z| < {self.point_threshold:.2f} (smallest dof), {len(self.failures)} "
+            f"failures; per observable largest |mean rel. dev.|/se = {worst:.2f}"
         )
-        m = m.rename(
-            columns={
-                c: c.replace(f"{col}_", "sim_", 1) for c in m.columns if c.startswith(f"{col}_")
+
+
+def check_agreement(agreement: pd.DataFrame, family_error: float = 0.01) -> AgreementCheck:
+    """Apply the two-part criterion of the module docstring to an :func:`agreement_table`."""
+    excluded = agreement["exact_zero"].astype(bool)
+    rows = agreement[~excluded]
+    needed = ["sim_inf", "sim_inf_se", "theory", "theory_se", "z"]
+    finite = np.isfinite(rows[needed].to_numpy(float)).all(axis=1)
+    finite &= rows["sim_inf_se"].to_numpy(float) > 0
+    nonfinite = rows[~finite]
+    rows = rows[finite]
+    n_obs = max(rows["observable"].nunique(), 1)
+    n = max(len(rows), 1)
+    thr = np.array([agreement_threshold(n, max(d, 1), family_error / 2) for d in rows["dof"]])
+    point_fail = rows[np.abs(rows["z"].to_numpy()) >= thr]
+    per_obs = []
+    relative = rows[rows["theory"] != 0]  # part 2 needs a relative scale
+    for col, grp in relative.groupby("observable", sort=False):
+        K = len(grp)
+        rel_se = np.sqrt(
+            (grp["sim_inf_se_pooled"] / grp["theory"].abs()) ** 2
+            + (grp["theory_se"] / grp["theory"].abs()) ** 2
+        )
+        mean = float(grp["rel_dev"].mean())
+        se = float(np.sqrt((rel_se**2).sum()) / K)
+        dof = float(grp["dof_pooled"].iloc[0])
+        threshold = agreement_threshold(n_obs, max(dof, 1), family_error / 2)
+        per_obs.append(
+            {
+                "observable": col,
+                "points": K,
+                "mean_rel_dev": mean,
+                "se": se,
+                "statistic": mean / se if se > 0 else float("nan"),
+                "threshold": threshold,
+                "dof_pooled": dof,
             }
         )
-        m.insert(len(keys), "observable", col)
-        tables.append(m.drop(columns=["theory_std", "count"]))
-    return pd.concat(tables, ignore_index=True)
+    by_obs = pd.DataFrame(per_obs)
+    obs_ok = bool(len(by_obs) and np.all(np.abs(by_obs["statistic"]) < by_obs["threshold"]))
+    failures = pd.concat([point_fail, nonfinite])
+    return AgreementCheck(
+        passed=bool(obs_ok and failures.empty),
+        point_threshold=float(thr.max()) if len(thr) else float("nan"),
+        failures=failures,
+        by_observable=by_obs,
+        n_compared=len(rows) + len(nonfinite),
+        n_excluded=int(excluded.sum()),
+        n_nonfinite=len(nonfinite),
+    )
 
 
-def check_agreement(
-    agreement: pd.DataFrame, family_error: float = 0.01
-) -> tuple[float, pd.DataFrame]:
-    """The Bonferroni Student-t threshold of :func:`agreement_threshold` for the comparisons of
-    an :func:`agreement_table` whose simulations vary (a zero spread, e.g. Q = 0 exactly at the
-    zero predictor, has no t statistic), and the rows above it."""
-    valid = agreement[agreement["sim_inf_se"] > 0]
-    threshold = agreement_threshold(len(valid), valid["dof"].min(), family_error)
-    return threshold, valid[np.abs(valid["z"]) >= threshold]
+def inject_bias(theory: pd.DataFrame, observables: list[str], bias: float) -> pd.DataFrame:
+    """The theory table with every observable multiplied by (1 + ``bias``)."""
+    out = theory.copy()
+    for col in observables:
+        out[col] = out[col] * (1 + bias)
+        if f"{col}_se" in out:
+            out[f"{col}_se"] = out[f"{col}_se"] * abs(1 + bias)
+    return out
+
+
+def bias_power(
+    sim: pd.DataFrame,
+    theory: pd.DataFrame,
+    keys: list[str],
+    observables: list[str],
+    family_error: float = 0.01,
+    biases=None,
+) -> float:
+    """The smallest uniform relative bias b (of either sign) of the theory table that
+    :func:`check_agreement` rejects, scanned over ``biases`` (default 0.5 % … 50 %); NaN if none."""
+    biases = np.geomspace(0.005, 0.5, 41) if biases is None else np.asarray(biases)
+    for b in biases:
+        for sign in (1, -1):
+            biased = inject_bias(theory, observables, sign * b)
+            check = check_agreement(agreement_table(sim, biased, keys, observables), family_error)
+            if not check.passed:
+                return float(b)
+    return float("nan")

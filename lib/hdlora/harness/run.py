@@ -1,0 +1,88 @@
+r"""The run of one notebook: where it writes, what it caches, how it shows its results.
+
+Each notebook starts with ``run = Run("02_pretraining_theory", out_dir, profile, recompute)``:
+
+* ``run.data_dir``, ``run.fig_dir``: ``out_dir/data``, ``out_dir/figures``
+  (:func:`hdlora.harness.io.resolve_out_dir`: ``make figures`` passes the repository root, any
+  other run defaults to ``build/runs/<notebook>/`` and never touches tracked files);
+* ``run.solve(name, solver, points, ...)``: a tidy table of ``solver`` over points × seeds × grid,
+  cached under the hash of exactly these arguments and of the solver's code
+  (:func:`hdlora.harness.tables.cache_key`); a table with the same key in the committed
+  ``data/`` is reused, so a papermill run that changes nothing physical recomputes nothing;
+* ``run.table(name, compute, **key)``: the same cache for any other computation, keyed by
+  ``key`` (name the code it runs in ``key``, e.g. ``code=code_version("hdlora.theory.bayes")``);
+* ``run.write(df, name)``, ``run.save(fig, name)``: atomic writes of a table / a figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import pandas as pd
+
+from hdlora.harness.io import output_dirs, repo_root, save_figure, write_table
+from hdlora.harness.profiles import check_profile, choose
+from hdlora.harness.tables import cache_key, cached, run_table
+from hdlora.params import Params
+
+
+class Run:
+    """Output folders, cache and writers of one notebook run (see the module docstring)."""
+
+    def __init__(
+        self, notebook: str, out_dir=None, profile: str = "quick", recompute: bool = False
+    ) -> None:
+        self.notebook = notebook
+        self.profile = check_profile(profile)
+        self.recompute = bool(recompute)
+        self.data_dir, self.fig_dir = output_dirs(out_dir, notebook)
+        committed = repo_root() / "data"
+        self._also_from = [committed] if committed.resolve() != self.data_dir.resolve() else []
+
+    def choose(self, value, *, smoke, quick, paper):
+        """``value`` if given (not None), else the setting of this run's profile."""
+        if value is not None:
+            return value
+        return choose(self.profile, smoke=smoke, quick=quick, paper=paper)
+
+    def table(self, name: str, compute: Callable[[], pd.DataFrame], **key) -> pd.DataFrame:
+        """``compute()`` cached as ``data/<name>.csv`` under :func:`cache_key` of ``key``."""
+        return cached(
+            self.data_dir / f"{name}.csv",
+            cache_key(table=name, **key),
+            compute,
+            recompute=self.recompute,
+            also_from=self._also_from,
+        )
+
+    def solve(
+        self,
+        name: str,
+        solver: Callable,
+        points: Iterable[Params],
+        *,
+        seeds: Iterable[int] = (0,),
+        grid: Mapping[str, Iterable] | None = None,
+        progress: bool | None = None,
+        **kwargs,
+    ) -> pd.DataFrame:
+        """:func:`hdlora.harness.tables.run_table` cached as ``data/<name>.csv``."""
+        points, seeds = list(points), list(seeds)
+        grid = {k: list(v) for k, v in (grid or {}).items()}
+        return self.table(
+            name,
+            lambda: run_table(solver, points, seeds=seeds, grid=grid, progress=progress, **kwargs),
+            solver=solver,
+            points=points,
+            seeds=seeds,
+            grid=grid,
+            kwargs=kwargs,
+        )
+
+    def write(self, df: pd.DataFrame, name: str) -> None:
+        """Write ``df`` as ``data/<name>.csv`` (atomic; unchanged bytes are not rewritten)."""
+        write_table(df, self.data_dir / f"{name}.csv")
+
+    def save(self, fig, name: str) -> None:
+        """Save ``fig`` as ``figures/<name>.pdf`` and ``.png`` (the notebook shows it inline)."""
+        save_figure(fig, self.fig_dir / name)
