@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from hdlora import Params
-from hdlora.theory.reference import pretrain_prox_per_sample
 from hdlora.theory import pretrain
-from hdlora.theory.pretrain import PretrainSamples, channel_fields
+from hdlora.theory.laws import PretrainSamples, channel_fields
+from hdlora.theory.reference import pretrain_prox_per_sample
 
 N_SUBSET = 300
 PAPER_ITERATIONS = 250

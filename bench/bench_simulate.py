@@ -16,7 +16,7 @@ import torch
 
 from hdlora import Params
 from hdlora.model.losses import pretrain_objective
-from hdlora.simulation.experiment import Experiment
+from hdlora.simulation import Experiment
 
 
 def timeit(fn, repeat=20):

@@ -17,10 +17,9 @@ import time
 import numpy as np
 
 from hdlora import Params
-from hdlora.theory.reference import finetune_prox_per_sample, pretrain_prox_per_sample
 from hdlora.theory import finetune, pretrain
-from hdlora.theory.finetune import FinetuneSamples, side_fields
-from hdlora.theory.pretrain import PretrainSamples, channel_fields
+from hdlora.theory.laws import FinetuneSamples, PretrainSamples, channel_fields, side_fields
+from hdlora.theory.reference import finetune_prox_per_sample, pretrain_prox_per_sample
 
 N_SUBSET = 300
 PAPER_ITERATIONS = 250

@@ -75,7 +75,7 @@ from hdlora.theory import EffectivePretraining, finetune, state_evolution
 
 run = Run("03_finetuning_theory", out_dir, profile, recompute)
 Ds = run.choose(Ds, smoke=[40, 80], quick=[100, 200], paper=[100, 200, 400])
-seeds = run.choose(seeds, smoke=list(range(6)), quick=list(range(6)), paper=list(range(8)))
+seeds = run.choose(seeds, smoke=list(range(4)), quick=list(range(6)), paper=list(range(8)))
 n_mc = run.choose(n_mc, smoke=4000, quick=30000, paper=100000)
 mc_seeds = run.choose(mc_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=[0, 1, 2])
 n_baseline = run.choose(n_baseline, smoke=500_000, quick=8_000_000, paper=16_000_000)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from hdlora.harness.io import output_dirs, repo_root, save_figure, write_table
 from hdlora.harness.profiles import check_profile, choose
-from hdlora.harness.tables import cache_key, cached, run_table
+from hdlora.harness.tables import cache_key, cached, run_table, snapshot_code
 from hdlora.params import Params
 
 
@@ -32,6 +32,7 @@ class Run:
     def __init__(
         self, notebook: str, out_dir=None, profile: str = "quick", recompute: bool = False
     ) -> None:
+        snapshot_code()  # the code this run imported keys its tables
         self.notebook = notebook
         self.profile = check_profile(profile)
         self.recompute = bool(recompute)

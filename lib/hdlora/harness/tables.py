@@ -56,9 +56,11 @@ def _imports(module: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+@functools.lru_cache(maxsize=512)
 def _normalised_source(module: str) -> str:
     """The module's syntax tree without docstrings: comments, formatting and prose do not
-    change a code version."""
+    change a code version. Read once per process (see :func:`snapshot_code`), so that every
+    table of one run is keyed by the code that run imported, even if a file changes meanwhile."""
     spec = importlib.util.find_spec(module)
     tree = ast.parse(Path(spec.origin).read_text())
     for node in ast.walk(tree):
@@ -84,6 +86,20 @@ def module_closure(module: str) -> list[str]:
         seen.add(name)
         todo.extend(_imports(name))
     return sorted(seen)
+
+
+def snapshot_code() -> None:
+    """Read the source of every hdlora module imported so far (call it right after the
+    imports, as :class:`hdlora.harness.run.Run` does): later code versions in this process
+    describe that code."""
+    import sys
+
+    for name in sorted(sys.modules):
+        if name.startswith("hdlora"):
+            try:
+                _normalised_source(name)
+            except (ValueError, AttributeError, OSError, TypeError, SyntaxError):
+                continue
 
 
 def code_version(solver: Callable | str) -> str:

@@ -1,0 +1,176 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (hdlora)
+#     language: python
+#     name: hdlora
+# ---
+
+# %% [markdown]
+# # Figure 3: fine-tuning on the pre-training sequences ($\mathrm e=1$)
+#
+# The LoRA is fitted on $N'=\alpha'D$ of the pre-training sequences themselves, with their
+# noise (eq. 6 with $\mathrm e=1$). On those sequences the frozen part of the attention is no
+# longer distributed like on fresh ones: its pre-activations follow the train law $\mathcal R$ of
+# Result 2 ($z=\mathrm{Prox}(z^*,\tilde z)$, eq. 17), which the fine-tuning state evolution uses
+# as side information (App. A.4, eq. 61). The figure shows, against the pre-training ridge
+# $\lambda$ and for a few LoRA ridges $\lambda'$: left, the pre-training train error $\mathcal L$
+# and test error $\mathcal E$ (Result 3); centre, the fine-tuning test error $\mathcal E'$ (eq. 5);
+# right, the LoRA overlap $o_w=|\hat w^\top w^*|/(\|\hat w\|\|w^*\|)$. Lines: the state evolution
+# (`hdlora.theory.state_evolution`, Results 4–5); dots: simulations (`hdlora.simulation.simulate`).
+#
+# Caption parameters: $T=2$, $\Delta=0.5$, $\kappa_0=0.5$, $\kappa=1$, $\alpha=0.2$, $\alpha'=3$,
+# softmax; simulations at $D=1000$ over five runs in the paper profile (the caption does not
+# list the $\lambda'$: we draw three).
+#
+# Parameters (papermill): the caption's `T`, `kappa0`, `kappa`, `Delta`, `alpha`, `alpha_ft`,
+# `activation`, the curves `lam_fts`, the λ axis `lam_range` with `n_lam` points; the sizes
+# `n_mc`, `mc_seeds`, `D`, `sim_seeds`, `sim_lams` (None: the `profile`'s values); `out_dir`,
+# `seed`, `progress`, `recompute`.
+
+# %% tags=["parameters"]
+profile = "quick"
+out_dir = None
+seed = 0
+progress = None
+recompute = False
+T = 2
+kappa0 = 0.5
+kappa = 1.0
+Delta = 0.5
+alpha = 0.2
+alpha_ft = 3.0
+activation = "softmax"
+lam_fts = [0.1, 0.5, 2.0]  # the curves
+lam_range = None  # the λ axis
+n_lam = None
+n_mc = None
+mc_seeds = None
+D = None
+sim_seeds = None
+sim_lams = None
+
+# %%
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import display
+
+from hdlora import Params
+from hdlora.harness.plots import draw_curve, seed_means
+from hdlora.harness.run import Run
+from hdlora.simulation import simulate
+from hdlora.theory import state_evolution
+
+run = Run("fig3_reused_sequences", out_dir, profile, recompute)
+lam_range = run.choose(lam_range, smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0])
+n_lam = run.choose(n_lam, smoke=3, quick=10, paper=16)
+n_mc = run.choose(n_mc, smoke=2000, quick=20000, paper=60000)
+mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
+D = run.choose(D, smoke=30, quick=100, paper=1000)
+sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=list(range(5)))
+sim_lams = run.choose(sim_lams, smoke=[0.1], quick=[0.01, 0.1, 0.3, 1.0],
+                      paper=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+lam_grid = [float(x) for x in np.geomspace(lam_range[0], lam_range[1], n_lam)]
+# every point is validated now (a bad value fails here, with the Params message)
+base = Params(T=T, kappa0=kappa0, kappa=kappa, Delta=Delta, alpha=alpha, alpha_ft=alpha_ft,
+              activation=activation, reuse=True)
+base.sizes(D)  # e = 1 needs N' = α'D <= N = αD²
+theory_points = [base.replace(lam=lam, lam_ft=float(lf)) for lam in lam_grid for lf in lam_fts]
+sim_points = [base.replace(lam=float(lam), lam_ft=float(lf)) for lam in sim_lams for lf in lam_fts]
+
+# %% [markdown]
+# ## Theory and simulations
+#
+# One state-evolution record per $(\lambda,\lambda')$ (the pre-training part does not depend on
+# $\lambda'$: its fields repeat), and the simulations at dimension $D$ on a few $\lambda$.
+
+# %%
+theory = run.solve("fig3_theory", state_evolution, theory_points, seeds=mc_seeds, n_mc=n_mc,
+                   progress=progress)
+theory = theory.assign(source="theory", panel="all")
+failed = theory[~theory["converged"]]
+if len(failed):  # shown in the table and drawn as crosses; a figure of record needs none
+    display(failed[["lam", "lam_ft", "n_iter", "residual", "message"]])
+assert profile == "smoke" or failed.empty, "non-converged theory points"
+sim = run.solve("fig3_simulation", simulate, sim_points, seeds=sim_seeds, grid={"D": [D]},
+                progress=progress)
+sim = sim.assign(source="simulation", panel="all")
+assert sim["converged"].all()
+fig3 = pd.concat([theory, sim], ignore_index=True)
+run.write(fig3, "fig3")
+n_unstable = int(((theory["replicon_stable"] == False) | (theory["ft_replicon_stable"] == False)).sum())  # noqa: E712
+print(f"{len(theory)} theory points ({n_unstable} with a replicon >= 1, drawn hollow), "
+      f"{len(sim)} simulations at D = {D}")
+
+# %% [markdown]
+# ## The figure
+#
+# Look for: the train error $\mathcal L$ falling to 0 as $\lambda\to0$ while the test error
+# $\mathcal E$ has a minimum at a finite $\lambda$; $\mathcal E'$ following $\mathcal E$; the overlap
+# $o_w$ largest at the smallest $\lambda$; the dots (simulations, black edge) on the lines; hollow
+# circles mark theory points whose replicon is >= 1, crosses non-converged ones.
+
+# %%
+data = pd.read_csv(run.data_dir / "fig3.csv")  # the figure is drawn from the data file only
+th = data[data["source"] == "theory"].groupby(["lam", "lam_ft"], sort=False).agg(
+    train_error=("train_error", "mean"), test_error=("test_error", "mean"),
+    ft_test_error=("ft_test_error", "mean"), overlap=("overlap", "mean"),
+    stable=("ft_replicon_stable", "all"), pre_stable=("replicon_stable", "all"),
+    converged=("converged", "all")).reset_index()
+sm = data[data["source"] == "simulation"]
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+pre = th.groupby("lam", sort=True).first().reset_index()
+for col, label, color in (("train_error", "$\\mathcal{L}$", "C0"), ("test_error", "$\\mathcal{E}$", "C3")):
+    draw_curve(axes[0], pre["lam"], pre[col], pre["pre_stable"], color=color, label=label)
+    s = seed_means(sm, ["lam"], col)
+    axes[0].errorbar(s["lam"], s["mean"], s["se"], fmt="o", color=color, mec="k", ms=6)
+for i, lf in enumerate(lam_fts):
+    c = th[th["lam_ft"] == lf].sort_values("lam")
+    for ax, col in ((axes[1], "ft_test_error"), (axes[2], "overlap")):
+        draw_curve(ax, c["lam"], c[col], c["stable"], c["converged"], color=f"C{i}",
+                   label=f"$\\lambda'={lf:g}$")
+        s = seed_means(sm[sm["lam_ft"] == lf], ["lam"], col)
+        ax.errorbar(s["lam"], s["mean"], s["se"], fmt="o", color=f"C{i}", mec="k", ms=6)
+for ax, ylabel in zip(axes, ["pre-training errors", "$\\mathcal{E}'$", "$o_w$"], strict=True):
+    ax.set_xscale("log")
+    ax.set_xlabel("$\\lambda$")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+fig.suptitle(f"$\\mathrm{{e}}=1$: $T={T}$, $\\Delta={Delta:g}$, $\\kappa_0={kappa0:g}$, "
+             f"$\\kappa={kappa:g}$, $\\alpha={alpha:g}$, $\\alpha'={alpha_ft:g}$, {activation}; "
+             f"dots: simulations at $D={D}$", fontsize=9)
+fig.tight_layout()
+run.save(fig, "fig3")
+plt.show()
+
+# %% [markdown]
+# ## The paper's reading, checked
+#
+# "Overfitting the pre-train data by taking $\lambda\to0$ maximises $o_w$, while a finite
+# $\lambda\approx0.3$ minimises $\mathcal E$ and $\mathcal E'$." Below, for each $\lambda'$: the
+# $\lambda$ of the largest $o_w$, of the smallest $\mathcal E$ and of the smallest $\mathcal E'$ on
+# the theory grid.
+
+# %%
+rows = []
+for lf in lam_fts:
+    c = th[th["lam_ft"] == lf].sort_values("lam").reset_index(drop=True)
+    rows.append({"lam_ft": lf,
+                 "argmax o_w": c.loc[c["overlap"].idxmax(), "lam"],
+                 "argmin E": c.loc[c["test_error"].idxmin(), "lam"],
+                 "argmin E'": c.loc[c["ft_test_error"].idxmin(), "lam"],
+                 "o_w at smallest lambda": c["overlap"].iloc[0],
+                 "max o_w": c["overlap"].max(),
+                 "min E'": c["ft_test_error"].min()})
+readings = pd.DataFrame(rows)
+display(readings.round(4))
+if profile != "smoke":  # the smoke grid has 3 values of λ
+    assert (readings["argmax o_w"] == min(lam_grid)).all()  # λ → 0 maximises o_w
+    finite_min = (readings["argmin E"] > min(lam_grid)) & (readings["argmin E"] < max(lam_grid))
+    assert finite_min.all()  # a finite λ minimises E

@@ -1,0 +1,121 @@
+"""The harness: caches keyed by what produced them, atomic writes that leave unchanged files
+alone, output folders that keep papermill runs out of the tracked data/, and run_table's one
+call shape for every solver."""
+
+import math
+import os
+
+import pandas as pd
+import pytest
+
+from hdlora import Observables, Params
+from hdlora.harness import io, tables
+from hdlora.harness.run import Run
+
+
+def fake_solver(params, seed=0, progress=None, scale=1.0):
+    """A solver with the common call shape: ``solver(params, seed=…, progress=…, **kwargs)``."""
+    return Observables(
+        params=params, source="theory", test_error=scale * params.lam + seed, n_mc=10, seed=seed
+    )
+
+
+def test_cache_key_changes_with_points_arguments_and_code():
+    p = Params()
+    k = tables.cache_key(solver=fake_solver, points=[p], kwargs={"n_mc": 10})
+    assert k == tables.cache_key(solver=fake_solver, points=[p], kwargs={"n_mc": 10})
+    assert k != tables.cache_key(
+        solver=fake_solver, points=[p.replace(lam=0.2)], kwargs={"n_mc": 10}
+    )
+    assert k != tables.cache_key(solver=fake_solver, points=[p], kwargs={"n_mc": 11})
+    assert k != tables.cache_key(solver=fake_solver, points=[p.replace(lam=math.inf)], kwargs={})
+
+
+def test_code_version_follows_code_not_prose(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakepkg_hd"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "m.py").write_text('"""Doc."""\n\ndef f(x):\n    # a comment\n    return x + 1\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    v1 = tables.code_version("fakepkg_hd.m")
+    (pkg / "m.py").write_text('"""Other doc."""\n\ndef f(x):\n    return x + 1  # moved\n')
+    assert tables.code_version("fakepkg_hd.m") == v1  # read once per process (snapshot)
+    tables._imports.cache_clear()
+    tables._normalised_source.cache_clear()
+    assert tables.code_version("fakepkg_hd.m") == v1  # docstrings and comments do not count
+    (pkg / "m.py").write_text('"""Doc."""\n\ndef f(x):\n    return x + 2\n')
+    tables._normalised_source.cache_clear()
+    assert tables.code_version("fakepkg_hd.m") != v1
+
+
+def test_code_version_follows_imported_library_modules():
+    closure = tables.module_closure("hdlora.theory.two_stage")
+    assert "hdlora.theory.prox_finetune" in closure and "hdlora.theory.spectral" in closure
+    assert not any(m.startswith("hdlora.simulation") for m in closure)
+
+
+def test_cached_recomputes_when_the_key_changes(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"x": [len(calls)]})
+
+    path = tmp_path / "t.csv"
+    a = tables.cached(path, "key1", compute)
+    b = tables.cached(path, "key1", compute)
+    assert len(calls) == 1 and a.equals(b)
+    c = tables.cached(path, "key2", compute)  # a stale table is never reused
+    assert len(calls) == 2 and int(c["x"].iloc[0]) == 2
+    tables.cached(path, "key2", compute, recompute=True)
+    assert len(calls) == 3
+
+
+def test_cached_reads_a_committed_table_with_the_same_key(tmp_path):
+    committed, out = tmp_path / "committed", tmp_path / "out"
+    committed.mkdir()
+    pd.DataFrame({"x": [7], "cache_key": ["k"]}).to_csv(committed / "t.csv", index=False)
+    df = tables.cached(out / "t.csv", "k", lambda: pytest.fail("recomputed"), also_from=[committed])
+    assert int(df["x"].iloc[0]) == 7 and (out / "t.csv").exists()
+
+
+def test_writes_are_atomic_and_skip_unchanged_bytes(tmp_path):
+    path = tmp_path / "a.csv"
+    io.write_table(pd.DataFrame({"x": [1]}), path)
+    os.utime(path, (0, 0))
+    io.write_table(pd.DataFrame({"x": [1]}), path)
+    assert os.stat(path).st_mtime == 0  # unchanged: not rewritten
+    io.write_table(pd.DataFrame({"x": [2]}), path)
+    assert pd.read_csv(path)["x"].iloc[0] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert oct(os.stat(path).st_mode & 0o777) != oct(0o600)
+
+
+def test_default_output_folder_is_under_build(tmp_path):
+    root = io.repo_root()
+    assert io.resolve_out_dir(None, "nb") == root / "build" / "runs" / "nb"
+    assert io.resolve_out_dir(tmp_path, "nb") == tmp_path
+    run = Run("nb", tmp_path / "o", "smoke")
+    assert run.data_dir == tmp_path / "o" / "data" and run.fig_dir.exists()
+    assert (
+        run.choose(None, smoke=1, quick=2, paper=3) == 1
+        and run.choose(5, smoke=1, quick=2, paper=3) == 5
+    )
+    with pytest.raises(ValueError, match="profile"):
+        Run("nb", tmp_path, "fast")
+
+
+def test_run_table_accepts_any_solver_with_the_common_shape(tmp_path):
+    points = [Params(lam=0.1), Params(lam=0.2)]
+    df = tables.run_table(
+        fake_solver, points, seeds=[0, 1], grid={"scale": [1.0, 2.0]}, progress=False
+    )
+    assert len(df) == 8 and set(df["seed"]) == {0, 1}
+    assert df["test_error"].tolist()[:2] == [0.1, 1.1]
+    run = Run("nb", tmp_path, "smoke")
+    t1 = run.solve("tab", fake_solver, points, seeds=[0])
+    t2 = run.solve("tab", fake_solver, points, seeds=[0])
+    assert t1.equals(t2) and t1["cache_key"].nunique() == 1
+    t3 = run.solve("tab", fake_solver, points, seeds=[0], scale=3.0)
+    assert t3["cache_key"].iloc[0] != t1["cache_key"].iloc[0]
+    assert t3["test_error"].tolist() == pytest.approx([0.3, 0.6])
