@@ -30,7 +30,7 @@
 #
 # Parameters (papermill): the caption's `T`, `kappa0`, `kappa`, `alpha`, `alpha_ft`,
 # `activation`, the panels `Deltas`, the curves `lam_fts` ("inf" is λ' = ∞), the λ axis
-# `lam_range` with `n_lam` points, the inset's `inset_lam_ft_range`; the sizes `n_mc`, `mc_seeds`,
+# `lam_range` with `n_lam` points, the inset's `inset_lam_ft_range`; the sizes `n_mc`,
 # `D`, `sim_seeds`, `sim_lams`, `bo_n_mc` (None: the `profile`'s values); `out_dir`, `seed`,
 # `progress`, `recompute`.
 
@@ -52,8 +52,7 @@ lam_range = None  # the λ axis; λ = ∞ (no pre-training) is added at its righ
 n_lam = None
 inset_lam_ft_range = [0.01, 10.0]  # the inset's λ' axis, at the best λ of each panel
 n_lam_ft = None
-n_mc = None  # Monte-Carlo samples of the state evolution
-mc_seeds = None
+n_mc = None  # Monte-Carlo samples of the state evolution (randomised quasi-Monte Carlo)
 D = None  # simulations
 sim_seeds = None
 sim_lams = None  # the λ of the simulations ("inf" allowed)
@@ -71,14 +70,13 @@ from hdlora import Params
 from hdlora.harness.plots import InfAxis, draw_curve, seed_means
 from hdlora.harness.run import Run
 from hdlora.simulation import simulate
-from hdlora.theory import bayes_optimal, state_evolution
+from hdlora.theory import bayes_optimal, sweep
 
 run = Run("fig1_lambda_pipeline", out_dir, profile, recompute)
 lam_range = run.choose(lam_range, smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0])
-n_lam = run.choose(n_lam, smoke=3, quick=10, paper=16)
-n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=7, paper=12)
-n_mc = run.choose(n_mc, smoke=2000, quick=20000, paper=60000)
-mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
+n_lam = run.choose(n_lam, smoke=3, quick=8, paper=16)
+n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=5, paper=12)
+n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
 D = run.choose(D, smoke=30, quick=100, paper=150)
 sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=[0, 1, 2, 3])
 sim_lams = run.choose(sim_lams, smoke=[0.1, "inf"], quick=[0.01, 0.1, 1.0, "inf"],
@@ -96,8 +94,6 @@ lam_ft_values = [_value(x) for x in lam_fts]
 base = Params(T=T, kappa0=kappa0, kappa=kappa, alpha=alpha, alpha_ft=alpha_ft,
               activation=activation)
 panels = {f"Delta={d:g}": base.replace(Delta=d) for d in Deltas}
-theory_points = [p.replace(lam=lam, lam_ft=lf) for p in panels.values() for lam in lam_grid
-                 for lf in lam_ft_values]
 sim_points = [p.replace(lam=_value(lam), lam_ft=lf) for p in panels.values() for lam in sim_lams
               for lf in lam_ft_values]
 
@@ -110,12 +106,21 @@ def panel_of(df):
 # ## Theory: the two-stage state evolution on the grid
 #
 # One record per $(\Delta,\lambda,\lambda')$: the pre-training fixed point (46)–(54) then the
-# LoRA fixed point (67)–(72) on it, with its errors, overlaps and both replicon verdicts (75,
-# corrected; 78). The table is cached in `data/` under the hash of the points and of the code.
+# LoRA fixed point (67)–(72) on it (the informed or the uninformed one, whichever the free
+# entropy (22) selects), with its errors, their standard errors (randomised quasi-Monte Carlo)
+# and both replicon verdicts (75, corrected; 78). `hdlora.theory.sweep` solves each pre-training
+# once and starts each point from its neighbour, on common random numbers, so the curves are
+# smooth. The table is cached in `data/` under the hash of the grid and of the code.
 
 # %%
-theory = run.solve("fig1_theory", state_evolution, theory_points, seeds=mc_seeds, n_mc=n_mc,
-                   progress=progress)
+def theory_grid(lams, lam_fts_):
+    return pd.concat([sweep(p, lam=lams, lam_ft=lam_fts_, n_mc=n_mc, seed=seed, progress=progress)
+                      for p in panels.values()], ignore_index=True)
+
+
+theory = run.table("fig1_theory", lambda: theory_grid(lam_grid, lam_ft_values), solver=sweep,
+                   panels=list(panels.values()), lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc,
+                   seed=seed)
 theory = theory.assign(source="theory", panel=panel_of(theory), role="main")
 failed = theory[~theory["converged"]]
 if len(failed):  # shown in the table and drawn as crosses; a figure of record needs none
@@ -138,9 +143,12 @@ finite = curves[np.isfinite(curves["lam"]) & np.isfinite(curves["lam_ft"])]
 best_lam = finite.loc[finite.groupby("panel")["ft_test_error"].idxmin(), ["panel", "lam"]]
 best_lam = dict(zip(best_lam["panel"], best_lam["lam"], strict=True))
 inset_lam_fts = [float(x) for x in np.geomspace(*inset_lam_ft_range, n_lam_ft)]
-inset_points = [panels[k].replace(lam=best_lam[k], lam_ft=lf) for k in panels for lf in inset_lam_fts]
-inset = run.solve("fig1_theory_inset", state_evolution, inset_points, seeds=mc_seeds, n_mc=n_mc,
-                  progress=progress)
+inset = run.table(
+    "fig1_theory_inset",
+    lambda: pd.concat([sweep(panels[k], lam=[best_lam[k]], lam_ft=inset_lam_fts, n_mc=n_mc,
+                             seed=seed, progress=progress) for k in panels], ignore_index=True),
+    solver=sweep, panels=list(panels.values()), best_lam=best_lam, lam_ft=inset_lam_fts,
+    n_mc=n_mc, seed=seed)
 inset = inset.assign(source="theory", panel=panel_of(inset), role="inset")
 assert profile == "smoke" or inset["converged"].all()
 pd.DataFrame({"panel": list(best_lam), "best lambda": list(best_lam.values())})

@@ -29,7 +29,7 @@
 #
 # Parameters (papermill): the caption's `T`, `kappa0`, `kappa`, `Delta`, `alpha`, `alpha_ft`,
 # `activation`, the curves `lam_fts`, the λ axis `lam_range` with `n_lam` points; the sizes
-# `n_mc`, `mc_seeds`, `D`, `sim_seeds`, `sim_lams` (None: the `profile`'s values); `out_dir`,
+# `n_mc`, `D`, `sim_seeds`, `sim_lams` (None: the `profile`'s values); `out_dir`,
 # `seed`, `progress`, `recompute`.
 
 # %% tags=["parameters"]
@@ -49,7 +49,6 @@ lam_fts = [0.1, 0.5, 2.0]  # the curves
 lam_range = None  # the λ axis
 n_lam = None
 n_mc = None
-mc_seeds = None
 D = None
 sim_seeds = None
 sim_lams = None
@@ -65,13 +64,12 @@ from hdlora import Params
 from hdlora.harness.plots import draw_curve, seed_means
 from hdlora.harness.run import Run
 from hdlora.simulation import simulate
-from hdlora.theory import state_evolution
+from hdlora.theory import sweep
 
 run = Run("fig3_reused_sequences", out_dir, profile, recompute)
 lam_range = run.choose(lam_range, smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0])
-n_lam = run.choose(n_lam, smoke=3, quick=10, paper=16)
-n_mc = run.choose(n_mc, smoke=2000, quick=20000, paper=60000)
-mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
+n_lam = run.choose(n_lam, smoke=3, quick=8, paper=16)
+n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
 D = run.choose(D, smoke=30, quick=100, paper=1000)
 sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=list(range(5)))
 sim_lams = run.choose(sim_lams, smoke=[0.1], quick=[0.01, 0.1, 0.3, 1.0],
@@ -81,18 +79,22 @@ lam_grid = [float(x) for x in np.geomspace(lam_range[0], lam_range[1], n_lam)]
 base = Params(T=T, kappa0=kappa0, kappa=kappa, Delta=Delta, alpha=alpha, alpha_ft=alpha_ft,
               activation=activation, reuse=True)
 base.sizes(D)  # e = 1 needs N' = α'D <= N = αD²
-theory_points = [base.replace(lam=lam, lam_ft=float(lf)) for lam in lam_grid for lf in lam_fts]
 sim_points = [base.replace(lam=float(lam), lam_ft=float(lf)) for lam in sim_lams for lf in lam_fts]
 
 # %% [markdown]
 # ## Theory and simulations
 #
-# One state-evolution record per $(\lambda,\lambda')$ (the pre-training part does not depend on
-# $\lambda'$: its fields repeat), and the simulations at dimension $D$ on a few $\lambda$.
+# One state-evolution record per $(\lambda,\lambda')$ (`hdlora.theory.sweep`: each pre-training
+# solved once, its fields repeat over $\lambda'$; the fine-tuning fixed point selected by the free
+# entropy (22)), and the simulations at dimension $D$ on a few $\lambda$.
 
 # %%
-theory = run.solve("fig3_theory", state_evolution, theory_points, seeds=mc_seeds, n_mc=n_mc,
-                   progress=progress)
+lam_ft_values = [float(x) for x in lam_fts]
+theory = run.table("fig3_theory",
+                   lambda: sweep(base, lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc, seed=seed,
+                                 progress=progress),
+                   solver=sweep, base=base, lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc,
+                   seed=seed)
 theory = theory.assign(source="theory", panel="all")
 failed = theory[~theory["converged"]]
 if len(failed):  # shown in the table and drawn as crosses; a figure of record needs none

@@ -14,7 +14,8 @@ entropies are written here from the paper, not from the solvers,
 
 and all six partial derivatives are taken by central finite differences at the point returned
 by ``pretrain`` / ``finetune``. The expectations use the solvers' own Monte-Carlo draws
-(``PretrainSamples`` / ``FinetuneSamples`` with the same n_mc and seed: common random numbers),
+(``PretrainSamples`` / ``FinetuneSamples`` with the same n_mc, seed and sampling method: common
+random numbers),
 mapped to fields by eqs. (47) and (62) written here; only the inner maximisers (the library's
 proximals) and J (tested against quadrature in test_spectral.py) are borrowed. The values
 Ψ(h), ψ(χ) at the maximisers are computed here from eqs. (42), (63) with a softmax written here,
@@ -58,6 +59,7 @@ from hdlora.theory.prox_finetune import finetune_prox
 
 N_MC = 3000
 SEED = 0
+METHOD = "rqmc"  # the solvers' default sampling; the draws below are the solvers' own
 SOLVER_TOL = 1e-10
 STEP = 1e-4  # relative step of the central differences
 EXACT_TOL = 1e-6  # |∂| / scale for pathwise-exact derivatives (see the module docstring)
@@ -122,7 +124,7 @@ class PretrainEntropy:
 
     def __init__(self, params: Params, Q0: float, warm_orders):
         self.p, self.Q0 = params, Q0
-        self.samples = PretrainSamples.draw(N_MC, params.T, SEED)
+        self.samples = PretrainSamples.draw(N_MC, params.T, SEED, METHOD)
         self.warm = None
         self.warm = self.channel_argmax(*warm_orders)[0]
 
@@ -158,7 +160,7 @@ class FinetuneEntropy:
     def __init__(self, params: Params, pre, warm_orders):
         p, T = params, params.T
         self.p = p
-        self.samples = S = FinetuneSamples.draw(N_MC, T, SEED)
+        self.samples = S = FinetuneSamples.draw(N_MC, T, SEED, METHOD)
         z_star, z_tilde = fields_47(pre.Q, pre.M, pre.Q0, p.Delta, S.g, S.zeta_pre, T)
         z = z_tilde  # e = 0: (z*, z) ~ 𝒬 (eq. 61)
         if p.reuse:  # e = 1: (z*, z) ~ ℛ, z = Prox(z*, z̃) of the pre-training (eqs. 41, 43)
@@ -267,8 +269,8 @@ def report(derivatives) -> str:
 @functools.cache
 def solved(case: str):
     p = CASES[case]
-    pre = pretrain(p, n_mc=N_MC, seed=SEED, tol=SOLVER_TOL, progress=False)
-    ft = finetune(p, pre, n_mc=N_MC, seed=SEED, tol=SOLVER_TOL, progress=False)
+    pre = pretrain(p, n_mc=N_MC, seed=SEED, tol=SOLVER_TOL, progress=False, method=METHOD)
+    ft = finetune(p, pre, n_mc=N_MC, seed=SEED, tol=SOLVER_TOL, progress=False, method=METHOD)
     assert pre.converged and ft.converged, (pre.message, ft.message)
     return p, pre, ft
 

@@ -56,8 +56,12 @@ def solve(
     project: Callable[[np.ndarray], np.ndarray | None] | None = None,
     progress: bool | None = None,
     desc: str = "fixed point",
+    warn_failure: bool = True,
 ) -> FixedPointResult:
-    """Anderson-accelerated damped iteration of x ↦ G(x) from x0 (see module docstring)."""
+    """Anderson-accelerated damped iteration of x ↦ G(x) from x0 (see module docstring).
+
+    ``warn_failure=False`` only for internal preliminary solves whose failure is handled by the
+    caller (e.g. a coarse stage that only provides a starting point)."""
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got tol={tol!r}")
     if max_iter < 1:
@@ -128,8 +132,9 @@ def solve(
             x = np.asarray(proposal, dtype=float)
     finally:
         bar.close()
-    warn(
-        ConvergenceWarning,
-        f"{desc} did not converge: {message} (residual {res:.2e} > tol {tol:.1e})",
-    )
+    if warn_failure:
+        warn(
+            ConvergenceWarning,
+            f"{desc} did not converge: {message} (residual {res:.2e} > tol {tol:.1e})",
+        )
     return FixedPointResult(x=x, converged=False, n_iter=n_eval, residual=res, message=message)

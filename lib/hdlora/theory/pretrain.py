@@ -29,10 +29,17 @@ from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.theory import spectral
 from hdlora.theory.fixed_point import OutOfDomain, solve
-from hdlora.theory.laws import PretrainSamples, channel_fields, pretrain_errors
+from hdlora.theory.laws import PretrainSamples, channel_fields, check_method, pretrain_errors
+from hdlora.theory.precision import (
+    block_means,
+    fixed_point_covariance,
+    gradient,
+    jacobian,
+    propagate,
+)
 from hdlora.theory.prox import ProxResult, loss_terms, pretrain_prox
 from hdlora.theory.replicon import pretrain_replicon
-from hdlora.theory.symmetric import multiplicity
+from hdlora.theory.symmetric import multiplicity, n_entries
 
 
 @dataclass
@@ -45,6 +52,7 @@ class OutputChannel:
     z_star: np.ndarray
     z_tilde: np.ndarray
     prox: object  # hdlora.theory.prox.ProxResult
+    per_sample: np.ndarray | None = None  # (n, 3): the summands of M̂, Q̂, V̂
 
 
 def output_channel(
@@ -57,18 +65,21 @@ def output_channel(
     z_star, z_tilde, sqB = channel_fields(Q, M, Q0, params.Delta, samples, T)
     prox = pretrain_prox(z_star, z_tilde, V, T, params.activation, warm=warm, starts=starts)
     d = (prox.h - z_tilde) / np.sqrt(s)  # (h − z̃)/√s
-    Q_hat = 2 * alpha / V**2 * (d * d).sum(axis=1).mean()
-    if sqB > 0:
-        M_hat = (
+    if not sqB > 0:  # B = 0: the limit B ↓ 0 of (49), (51) is not implemented
+        raise OutOfDomain("B = Q − M²/A0 = 0: the output channel needs B > 0")
+    per = np.stack(
+        [
             2
             * alpha
             / V
-            * (d * (samples.g / math.sqrt(A0) - M / (A0 * sqB) * samples.zeta)).sum(axis=1).mean()
-        )
-        V_hat = -2 * alpha / (V * sqB) * (d * samples.zeta).sum(axis=1).mean()
-    else:  # B = 0: the limit B ↓ 0 of (49), (51) is not implemented
-        raise OutOfDomain("B = Q − M²/A0 = 0: the output channel needs B > 0")
-    return OutputChannel(M_hat, Q_hat, V_hat, z_star, z_tilde, prox)
+            * (d * (samples.g / math.sqrt(A0) - M / (A0 * sqB) * samples.zeta)).sum(1),
+            2 * alpha / V**2 * (d * d).sum(axis=1),
+            -2 * alpha / (V * sqB) * (d * samples.zeta).sum(axis=1),
+        ],
+        axis=1,
+    )
+    M_hat, Q_hat, V_hat = per.mean(axis=0)
+    return OutputChannel(M_hat, Q_hat, V_hat, z_star, z_tilde, prox, per)
 
 
 def output_channel_at_origin(Q0, params: Params, samples: PretrainSamples) -> OutputChannel:
@@ -161,6 +172,7 @@ def pretrain(
     x0: tuple[float, float, float] | None = None,
     damping: float = 0.5,
     progress: bool | None = None,
+    method: str = "rqmc",
 ) -> Observables:
     r"""Solve the pre-training state evolution, eqs. (46)–(54), and evaluate E, L, replicon.
 
@@ -172,13 +184,21 @@ def pretrain(
     tol : tolerance on max |G(x) − x|/max(1, |x|) for x = (Q, M, V).
     max_iter : iteration budget of the (Anderson-accelerated) fixed point.
     x0 : initial (Q, M, V).
+    method : "rqmc" (default): randomised quasi-Monte Carlo samples (8 scrambled Sobol blocks,
+        n_mc rounded to 8·2^k), a coarse solve on one block first, the test error (55) on an
+        independent test set 8 times larger, and standard errors of Q, M, E from the blocks by
+        the delta method (:mod:`hdlora.theory.precision`). "mc": the original i.i.d. path.
+        "exact" (linear σ only): every expectation in closed form (:func:`linear_conjugates`),
+        no Monte Carlo at all: the result does not depend on ``seed`` (standard errors 0).
 
     Above λ_c (:func:`threshold_lambda`) the zero predictor Ŵ = 0 is a fixed point; when the
     iteration reaches it, the result is Q = M = V = 0 with ``message`` saying so.
     ``info["lambda_c"]`` is reported in every case.
     """
     t0 = time.perf_counter()
-    samples = PretrainSamples.draw(n_mc, params.T, seed)
+    if method == "exact":
+        return _pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progress, t0)
+    samples = PretrainSamples.draw(n_mc, params.T, seed, check_method(method))
     if math.isinf(params.lam):
         return _zero_predictor(params, samples, n_mc, seed, t0, message="lam = inf: W = 0")
     Q0 = params.Q0
@@ -216,6 +236,39 @@ def pretrain(
     if project(x) is None:
         raise ValueError(f"x0 = (Q, M, V) must satisfy Q > 0, V > 0, M² < Q A0; got {tuple(x)}")
     n_iter = 0
+    coarse_iter = 0
+    if samples.blocks > 1:
+        # coarse stage: one RQMC block (1/8 of the cost) to tolerance 1e-3 gives the start
+        sub = samples.subset(1)
+        coarse_cache: dict = {"h": None}
+
+        def G_coarse(x):
+            w = coarse_cache["h"]
+            starts = ("z_tilde", "z_star") if w is None else ()
+            oc = output_channel(*x, Q0, params, sub, warm=w, starts=starts)
+            coarse_cache["h"] = oc.prox.h
+            out = np.array(input_channel(oc.M_hat, oc.Q_hat, oc.V_hat, params))
+            if not out.any():
+                raise _ReachedZero
+            return out
+
+        try:
+            fpc = solve(
+                G_coarse,
+                x,
+                tol=max(tol, 1e-3),
+                max_iter=max_iter,
+                damping=damping,
+                project=project,
+                progress=progress,
+                warn_failure=False,
+                desc=f"pretrain SE (coarse) lam={params.lam:g}",
+            )
+            coarse_iter = fpc.n_iter
+            if fpc.converged:
+                x = fpc.x
+        except (_ReachedZero, OutOfDomain):
+            pass
     for _round in range(4):
         try:
             fp = solve(
@@ -249,7 +302,11 @@ def pretrain(
             break
     Q, M, V = x
     E, E_se = pretrain_errors(oc.z_star, oc.z_tilde, params)
-    L, L_se = pretrain_errors(oc.z_star, oc.prox.h, params)
+    L, L_se = pretrain_errors(oc.z_star, oc.prox.h, params, samples.blocks)
+    se: dict = dict(test_error_se=E_se)
+    precision_info: dict = {}
+    if samples.blocks > 1:
+        E, se, precision_info = _fixed_point_se(params, samples, x, oc, cache["h"])
     rep = pretrain_replicon(params, V, oc.M_hat, oc.Q_hat, oc.V_hat, oc.prox.hessian)
     if not rep.stable:
         warn(
@@ -265,13 +322,13 @@ def pretrain(
         params=params,
         source="theory",
         test_error=E,
-        test_error_se=E_se,
         train_error=L,
         train_error_se=L_se,
         Q0=Q0,
         Q=Q,
         M=M,
         V=V,
+        **se,
         Q_hat=oc.Q_hat,
         M_hat=oc.M_hat,
         V_hat=oc.V_hat,
@@ -288,6 +345,176 @@ def pretrain(
             "prox_failed": oc.prox.n_failed,
             "prox_disagree": oc.prox.n_disagree,
             "lambda_c": lam_c,
+            "replicon_paper_normalisation": rep.paper_value,
+            "method": method,
+            "n_samples": len(samples.g),
+            "coarse_iter": coarse_iter,
+            **precision_info,
+        },
+    )
+
+
+def _test_error(params: Params, samples: PretrainSamples, Q, M, n: int | None = None):
+    """ℰ (55) at (Q, M) on the independent RQMC test set (its first n points): (mean, se)."""
+    test = PretrainSamples(samples.test_g[:n], samples.test_zeta[:n])
+    zs, zt, _ = channel_fields(Q, M, params.Q0, params.Delta, test, params.T)
+    return pretrain_errors(zs, zt, params, samples.blocks)
+
+
+def _fixed_point_se(params: Params, samples: PretrainSamples, x, oc: OutputChannel, h):
+    r"""ℰ (55) on the test set and the standard errors of Q, M, ℰ by the delta method of
+    :mod:`hdlora.theory.precision` (block means of the summands of (49)–(51) mapped through
+    (52)–(54); J by forward differences on two blocks, warm-started at the proximal)."""
+    K = samples.blocks
+    G_blocks = np.array(
+        [input_channel(*c, params) for c in block_means(oc.per_sample, K)], dtype=float
+    )
+    sub = samples.subset(2)
+    k = len(sub.g)
+    warm = {"h": h[:k].copy()}
+
+    def G_sub(y):
+        o = output_channel(*y, params.Q0, params, sub, warm=warm["h"], starts=())
+        warm["h"] = o.prox.h
+        return np.array(input_channel(o.M_hat, o.Q_hat, o.V_hat, params))
+
+    fc = fixed_point_covariance(jacobian(G_sub, x), G_blocks)
+    Q, M, _ = x
+    E, E_test_se = _test_error(params, samples, Q, M)
+    # the gradient (a smooth function of Q, M) on the first n points suffices
+    n = len(samples.g)
+    grad = gradient(lambda y: _test_error(params, samples, *y, n=n)[0], np.array([Q, M]))
+    se = dict(
+        Q_se=float(fc.se()[0]),
+        M_se=float(fc.se()[1]),
+        test_error_se=propagate(grad, fc.cov[:2, :2], E_test_se),
+    )
+    info = {"jacobian_spectral_radius": fc.spectral_radius, "V_se": float(fc.se()[2])}
+    return E, se, info
+
+
+def linear_conjugates(Q, M, V, Q0, params: Params) -> tuple[float, float, float]:
+    r"""Eqs. (49)–(51) in closed form for σ(x) = x/T.
+
+    The proximal is linear, h = k z* + (1 − k) z̃ with k = cV/(cV + 1), c = 4/T² (App. C), so
+    with d = (h − z̃)/√s = k((√A0 − M/√A0) g − √B ζ) every expectation is a Gaussian moment:
+    E[d (g/√A0 − Mζ/(A0√B))] = k, E[d ζ] = −k√B, E[d²] = k²(A0 − 2M + Q), summed over the
+    L = T(T+1)/2 entries:
+
+        M̂ = V̂ = 2αLk/V,   Q̂ = 2αL k² (A0 − 2M + Q)/V².
+    """
+    T, L = params.T, n_entries(params.T)
+    A0 = Q0 + params.Delta / 2
+    k = 4.0 * V / (4.0 * V + T * T)
+    a = 2 * params.alpha * L
+    return a * k / V, a * k * k * (A0 - 2 * M + Q) / V**2, a * k / V
+
+
+def linear_errors(Q, M, V, Q0, params: Params) -> tuple[float, float]:
+    r"""ℰ (55) and ℒ for σ(x) = x/T: with ‖H‖²_F = Σ_{a≤b}(2 − δ_ab) h²_ab and
+    E(z̃ − z*)²_ab = s_ab (A0 − 2M + Q), ℰ = (T + 1)/T · (A0 − 2M + Q), and ℒ = (1 − k)² ℰ
+    (h − z* = (1 − k)(z̃ − z*); k = 0 at V = 0, the zero predictor)."""
+    T = params.T
+    A0 = Q0 + params.Delta / 2
+    E = (T + 1) / T * (A0 - 2 * M + Q)
+    k = 4.0 * V / (4.0 * V + T * T) if V > 0 else 0.0
+    return E, (1 - k) ** 2 * E
+
+
+def _pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progress, t0):
+    """:func:`pretrain` with ``method="exact"``: eqs. (49)–(54) with :func:`linear_conjugates`."""
+    if params.activation != "linear":
+        raise ValueError('method="exact" needs activation="linear" (the proximal is linear)')
+    Q0, T = params.Q0, params.T
+    A0 = Q0 + params.Delta / 2
+    a = 2 * params.alpha * n_entries(T)
+    c = 4.0 / T**2  # V → 0: k ≈ cV, M̂ = V̂ → a c, Q̂ → a c² (A0 − 2M + Q) at the origin
+    eta0 = math.sqrt(a * c * c * A0) / (a * c)
+    lam_c = a * c * spectral.support(eta0, params.kappa0)[-1][1] / (2 * math.sqrt(params.kappa))
+    common = dict(params=params, source="theory", Q0=Q0, n_mc=int(n_mc), seed=int(seed))
+    if math.isinf(params.lam) or params.lam >= lam_c:
+        E, _ = linear_errors(0.0, 0.0, 0.0, Q0, params)
+        msg = (
+            "lam = inf: W = 0"
+            if math.isinf(params.lam)
+            else (f"zero predictor: lam = {params.lam:g} >= lam_c = {lam_c:.6g}")
+        )
+        return Observables(
+            **common,
+            test_error=E,
+            test_error_se=0.0,
+            train_error=E,
+            train_error_se=0.0,
+            Q=0.0,
+            Q_se=0.0,
+            M=0.0,
+            M_se=0.0,
+            V=0.0,
+            converged=True,
+            n_iter=0,
+            residual=0.0,
+            message=msg,
+            replicon=0.0,
+            replicon_stable=True,
+            wall_time=time.perf_counter() - t0,
+            info={"lambda_c": lam_c, "method": "exact"},
+        )
+
+    def G(x):
+        return np.array(input_channel(*linear_conjugates(*x, Q0, params), params))
+
+    def project(x):
+        Q, M, V = x
+        return x if (Q > 0 and V > 0 and M * M < Q * A0) else None
+
+    x = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
+    fp = solve(
+        G,
+        x,
+        tol=min(tol, 1e-10),
+        max_iter=max(max_iter, 500),
+        damping=damping,
+        project=project,
+        progress=progress,
+        desc=f"pretrain SE exact lam={params.lam:g}",
+    )
+    Q, M, V = fp.x
+    M_hat, Q_hat, V_hat = linear_conjugates(Q, M, V, Q0, params)
+    E, L = linear_errors(Q, M, V, Q0, params)
+    s = multiplicity(T)
+    k2 = 2.0 - (s == 2)
+    hess = np.diag(2 * k2 / T**2 + 1.0 / (V * s))[None]  # −∇²Ψ, the same for every sample
+    rep = pretrain_replicon(params, V, M_hat, Q_hat, V_hat, hess)
+    if not rep.stable:
+        warn(
+            RepliconWarning,
+            f"pre-training replicon (75, corrected) = {rep.value:.3g} >= 1 "
+            f"at {params}: the replica-symmetric prediction need not describe the minimisers",
+        )
+    return Observables(
+        **common,
+        test_error=E,
+        test_error_se=0.0,
+        train_error=L,
+        train_error_se=0.0,
+        Q=Q,
+        Q_se=0.0,
+        M=M,
+        M_se=0.0,
+        V=V,
+        Q_hat=Q_hat,
+        M_hat=M_hat,
+        V_hat=V_hat,
+        converged=fp.converged,
+        n_iter=fp.n_iter,
+        residual=fp.residual,
+        message=fp.message,
+        replicon=rep.value,
+        replicon_stable=rep.stable,
+        wall_time=time.perf_counter() - t0,
+        info={
+            "lambda_c": lam_c,
+            "method": "exact",
             "replicon_paper_normalisation": rep.paper_value,
         },
     )

@@ -16,6 +16,8 @@ PRETRAIN_FIELDS = (
     "test_error_se",
     "train_error",
     "train_error_se",
+    "Q_se",
+    "M_se",
     "Q_hat",
     "M_hat",
     "V_hat",
@@ -31,14 +33,24 @@ def state_evolution(
     *,
     progress: bool | None = None,
     tol: float = 1e-6,
+    method: str = "rqmc",
 ) -> Observables:
     """Pre-training then fine-tuning: one :class:`Observables` record (source = "theory").
 
-    ``n_iter`` is the sum of both stages' iterations (each one in ``info``); ``converged`` holds
-    when both stages converged; ``message`` joins both stages' messages."""
+    ``method``: "rqmc" (default) or "mc", see :func:`~hdlora.theory.pretrain`; "exact" (linear σ)
+    solves the pre-training in closed form and the fine-tuning with "rqmc" (its proximal, eq. 64,
+    is quartic in χ even for linear σ). ``n_iter`` is the sum of both stages' iterations (each
+    one in ``info``); ``converged`` holds when both stages converged; ``message`` joins both
+    stages' messages."""
     t0 = time.perf_counter()
-    pre = pretrain(params, n_mc, seed, tol=tol, progress=progress)
-    ft = finetune(params, pre, n_mc, seed, tol=tol, progress=progress)
+    pre = pretrain(params, n_mc, seed, tol=tol, progress=progress, method=method)
+    ft_method = "rqmc" if method == "exact" else method
+    ft = finetune(params, pre, n_mc, seed, tol=tol, progress=progress, method=ft_method)
+    return merge_stages(pre, ft).replace(wall_time=time.perf_counter() - t0)
+
+
+def merge_stages(pre: Observables, ft: Observables) -> Observables:
+    """The fine-tuning record with the pre-training's fields, statistics and ``info`` joined."""
     info = {f"pre_{k}": val for k, val in pre.info.items()}
     info |= {f"ft_{k}": val for k, val in ft.info.items()}
     info |= {"pre_n_iter": pre.n_iter, "ft_n_iter": ft.n_iter}
@@ -48,6 +60,6 @@ def state_evolution(
         n_iter=pre.n_iter + ft.n_iter,
         residual=max(pre.residual, ft.residual),
         message=f"pretrain: {pre.message}; finetune: {ft.message}",
-        wall_time=time.perf_counter() - t0,
+        wall_time=pre.wall_time + ft.wall_time,
         info=info,
     )

@@ -1,0 +1,117 @@
+r"""Sweeps of the two-stage prediction that reuse work (Results 4–5).
+
+:func:`sweep` evaluates a grid of points that share one pre-training law per value of the
+pre-training parameters (λ and the rest of :class:`hdlora.Params`): each pre-training
+(eqs. 46–54) is solved once, and the fine-tuning (eqs. 67–72) of every (λ', α') is solved on it.
+Work is reused along the grid:
+
+* common random numbers: every point uses the samples of the same ``seed``, so the Monte-Carlo
+  noise of neighbouring points is correlated and the curves are smooth (their differences are
+  more precise than the points);
+* continuation: each pre-training starts from its neighbour's (Q, M, V), each fine-tuning from
+  its neighbour's (m, q, v) (the same (α', λ') at the previous λ, else the previous λ' at this
+  λ).
+
+The result is a tidy :class:`pandas.DataFrame`, one row per point (Observables.to_dict(): the
+parameters, the observables with their standard errors, the solver statistics).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from hdlora.harness.progress import progress_enabled
+from hdlora.observables import Observables
+from hdlora.params import Params
+from hdlora.theory.finetune import EffectivePretraining, finetune
+from hdlora.theory.pretrain import pretrain
+from hdlora.theory.two_stage import merge_stages
+
+
+def sweep(
+    params: Params,
+    *,
+    lam: Sequence[float] | None = None,
+    lam_ft: Sequence[float] | None = None,
+    alpha_ft: Sequence[float] | None = None,
+    pretraining: EffectivePretraining | None = None,
+    n_mc: int = 30000,
+    seed: int = 0,
+    method: str = "rqmc",
+    tol: float = 1e-6,
+    select: bool = True,
+    progress: bool | None = None,
+):
+    r"""The prediction on the grid λ × λ' × α' (each defaulting to the value in ``params``).
+
+    Parameters
+    ----------
+    params : the other parameters of every point.
+    lam, lam_ft, alpha_ft : grid values of λ, λ', α'.
+    pretraining : an :class:`EffectivePretraining` (Figures 2, 4): then ``lam`` must be None and
+        no pre-training is solved (the row's pre-training fields are the given Q0, Q, M, V).
+    n_mc, seed, method, tol : as in :func:`~hdlora.theory.state_evolution` (the same samples
+        for every point: common random numbers).
+    select : fixed-point selection of :func:`~hdlora.theory.finetune` (False halves the cost of
+        the fine-tuning when the informed point is known to be the relevant one).
+    progress : one bar over the points (the solvers' own bars are off).
+
+    Returns a :class:`pandas.DataFrame` with one row per point, in grid order (λ outer, then α',
+    then λ'), plus the column ``wall_time`` of each point's solves.
+    """
+    import pandas as pd
+
+    lams = [params.lam] if lam is None else list(lam)
+    lam_fts = [params.lam_ft] if lam_ft is None else list(lam_ft)
+    alpha_fts = [params.alpha_ft] if alpha_ft is None else list(alpha_ft)
+    if pretraining is not None and lam is not None:
+        raise ValueError("give either a grid of lam (pre-training solved) or `pretraining`")
+    n_points = len(lams) * len(lam_fts) * len(alpha_fts)
+    bar = tqdm(total=n_points, desc="sweep", disable=not progress_enabled(progress))
+    rows: list[dict] = []
+    x_pre = None
+    x_ft: dict = {}  # (α', λ') -> last (m, q, v): continuation along λ
+    try:
+        for lam_value in lams:
+            t0 = time.perf_counter()
+            p_pre = params.replace(lam=lam_value)
+            if pretraining is None:
+                pre = pretrain(p_pre, n_mc, seed, tol=tol, x0=x_pre, method=method, progress=False)
+                if pre.Q > 0 and pre.V > 0:
+                    x_pre = (pre.Q, pre.M, pre.V)
+            else:
+                pre = pretraining
+            t_pre = time.perf_counter() - t0
+            x_prev = None  # continuation along λ' within this λ
+            for a_ft in alpha_fts:
+                for lft in lam_fts:
+                    t1 = time.perf_counter()
+                    p = p_pre.replace(alpha_ft=a_ft, lam_ft=lft)
+                    # the same (α', λ') at the previous λ is the closest neighbour
+                    x0 = x_ft.get((a_ft, lft)) or x_prev
+                    ft = finetune(
+                        p,
+                        pre,
+                        n_mc,
+                        seed,
+                        tol=tol,
+                        x0=x0,
+                        method=method,
+                        select=select,
+                        progress=False,
+                    )
+                    if math.isfinite(p.lam_ft) and ft.m > 0 and ft.converged:
+                        x_prev = x_ft[(a_ft, lft)] = (ft.m, ft.q, ft.v)
+                    rec = (merge_stages(pre, ft) if isinstance(pre, Observables) else ft).replace(
+                        wall_time=t_pre + time.perf_counter() - t1
+                    )
+                    rows.append(rec.to_dict())
+                    t_pre = 0.0
+                    bar.update(1)
+    finally:
+        bar.close()
+    return pd.DataFrame(rows)
