@@ -80,8 +80,9 @@ run = Run("02_pretraining_theory", out_dir, profile, recompute)
 D_eig = run.choose(D_eig, smoke=400, quick=1500, paper=3000)
 Ds = run.choose(Ds, smoke=[40, 80], quick=[100, 200], paper=[100, 200, 400])
 seeds = run.choose(seeds, smoke=list(range(6)), quick=list(range(6)), paper=list(range(8)))
-n_mc = run.choose(n_mc, smoke=4000, quick=30000, paper=100000)
-mc_seeds = run.choose(mc_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=[0, 1, 2])
+# randomised quasi-Monte Carlo: one seed, standard errors from its independent blocks
+n_mc = run.choose(n_mc, smoke=2048, quick=16384, paper=65536)
+mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
 n_lam = run.choose(n_lam, smoke=4, quick=12, paper=20)
 replicon_alphas = run.choose(replicon_alphas, smoke=[0.05], quick=[0.05, 0.2], paper=[0.05, 0.1, 0.2])
 replicon_lams = run.choose(replicon_lams, smoke=[0.003, 0.3], quick=[0.003, 0.03, 0.3],
@@ -260,8 +261,9 @@ pd.DataFrame(ident_rows)
 # $\Delta=0.5$, $\alpha=0.1$, $\lambda\in\{0.01,0.1,1\}$; $T=2$, $\kappa_0=0.5$, $\Delta=0.5$,
 # $\alpha=0.2$, $\lambda\in\{0.05,0.3\}$; $T=3$, $\Delta=2$, $\lambda=0.1$; linear, $T=3$,
 # $\Delta=0.5$, $\lambda\in\{0.05,0.3\}$. Simulations: L-BFGS on eq. (2), several seeds at each $D$;
-# the $D\to\infty$ value is the weighted fit $a+b/D$ of the seed means. Theory: several Monte-Carlo
-# seeds; its uncertainty is the standard error over them.
+# the $D\to\infty$ value is the weighted fit $a+b/D$ of the seed means. Theory: randomised
+# quasi-Monte Carlo; its standard error comes from independent randomisations (the record's
+# `_se` fields), or from the spread over seeds when `mc_seeds` holds several.
 
 # %%
 points = [base.replace(lam=lam) for lam in lams] + [base.replace(**v) for v in variants]

@@ -76,8 +76,9 @@ from hdlora.theory import EffectivePretraining, finetune, state_evolution
 run = Run("03_finetuning_theory", out_dir, profile, recompute)
 Ds = run.choose(Ds, smoke=[40, 80], quick=[100, 200], paper=[100, 200, 400])
 seeds = run.choose(seeds, smoke=list(range(4)), quick=list(range(6)), paper=list(range(8)))
-n_mc = run.choose(n_mc, smoke=4000, quick=30000, paper=100000)
-mc_seeds = run.choose(mc_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=[0, 1, 2])
+# randomised quasi-Monte Carlo: one seed, standard errors from its independent blocks
+n_mc = run.choose(n_mc, smoke=2048, quick=16384, paper=65536)
+mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
 n_baseline = run.choose(n_baseline, smoke=500_000, quick=8_000_000, paper=16_000_000)
 
 
@@ -184,7 +185,8 @@ frozen.round(5)
 # $\alpha=0.2$, $\alpha'=3$, $\lambda\in\{0.05,0.3\}$, $\lambda'=0.5$; and at the first point the
 # baselines $\lambda=\infty$ (LoRA only) and $\lambda'=\infty$ (frozen). Simulations pre-train and
 # fine-tune the attention at several $D$ and seeds; the $D\to\infty$ value is the weighted fit
-# $a+b/D$; the theory's uncertainty is the spread over Monte-Carlo seeds.
+# $a+b/D$; the theory's standard error comes from the independent randomisations of its
+# quasi-Monte Carlo (or the spread over seeds when `mc_seeds` holds several).
 
 # %%
 sim = run.solve("finetune_validation_simulation", simulate, points, seeds=seeds, grid={"D": Ds},

@@ -143,7 +143,9 @@ def _zero_predictor(params, samples, n_mc, seed, t0, oc=None, message="") -> Obs
         train_error_se=se,
         Q0=Q0,
         Q=0.0,
+        Q_se=0.0,  # exact: the zero predictor has no Monte-Carlo error
         M=0.0,
+        M_se=0.0,
         V=0.0,
         **hats,
         converged=True,
