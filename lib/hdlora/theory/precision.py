@@ -46,15 +46,27 @@ def block_means(per_sample: np.ndarray, blocks: int) -> np.ndarray:
 
 
 def jacobian(G: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rel_step: float = 1e-4):
-    """Forward-difference Jacobian of G at x (G is deterministic: common random numbers)."""
+    """Forward-difference Jacobian of G at x (G is deterministic: common random numbers).
+
+    Where the forward step leaves the domain of G (it raises
+    :class:`~hdlora.theory.fixed_point.OutOfDomain`, e.g. B = Q − M²/A0 < 0 next to a fixed
+    point with B ≈ 0), the backward difference is used for that column."""
+    from hdlora.theory.fixed_point import OutOfDomain
+
     x = np.asarray(x, dtype=float)
     g0 = np.asarray(G(x), dtype=float)
     J = np.empty((len(g0), len(x)))
     for j in range(len(x)):
         h = rel_step * max(abs(x[j]), 1e-3)
-        xp = x.copy()
-        xp[j] += h
-        J[:, j] = (np.asarray(G(xp), dtype=float) - g0) / h
+        for step in (h, -h):
+            xp = x.copy()
+            xp[j] += step
+            try:
+                J[:, j] = (np.asarray(G(xp), dtype=float) - g0) / step
+                break
+            except OutOfDomain:
+                if step < 0:
+                    raise
     return J
 
 
