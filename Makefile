@@ -15,6 +15,8 @@ PROFILE ?= quick
 # RECOMPUTE=True ignores the tables cached in data/ (by default a table is reused when the hash
 # of what produced it — points, arguments, library code — matches)
 RECOMPUTE ?= False
+# where `make figures` writes data/ and figures/ (the repository; CI's book check: a folder in build/)
+OUT_DIR ?= $(CURDIR)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
 NAMES := $(basename $(notdir $(NOTEBOOKS)))
 LIB := $(shell find lib/hdlora -name '*.py')
@@ -22,7 +24,7 @@ EXEC := build/executed/$(PROFILE)
 STAMPS := $(NAMES:%=$(EXEC)/%.done)
 
 .DEFAULT_GOAL := help
-.PHONY: help figures test unit notebooks lint venv clean $(NAMES)
+.PHONY: help figures test unit notebooks lint venv clean mutants $(NAMES)
 
 help: ## list the targets
 	@echo "hdlora: make <target> [PROFILE=smoke|quick|paper] [RECOMPUTE=True]"
@@ -48,13 +50,30 @@ $(EXEC)/%.done: notebooks/%.py $(LIB) $(STAMP)
 	@mkdir -p $(EXEC); start=$$(date +%s); \
 	if $(BIN)/jupytext --to ipynb -o - $< 2>/dev/null \
 	    | HDLORA_PROGRESS=0 $(BIN)/papermill - $(EXEC)/$*.ipynb -k $(KERNEL) -l python \
-	        -p profile $(PROFILE) -p out_dir $(CURDIR) -p recompute $(RECOMPUTE) \
+	        -p profile $(PROFILE) -p out_dir $(OUT_DIR) -p recompute $(RECOMPUTE) \
 	        --no-progress-bar --log-level ERROR >$(EXEC)/$*.log 2>&1; then \
 	  echo "$* (profile $(PROFILE)): done in $$(( $$(date +%s) - start )) s"; touch $@; \
 	else \
 	  echo "$* (profile $(PROFILE)): FAILED after $$(( $$(date +%s) - start )) s; log: $(EXEC)/$*.log"; \
 	  tail -n 40 $(EXEC)/$*.log; exit 1; \
 	fi
+
+# The HTML book of the notebooks as `make figures` executed them (same PROFILE; nothing re-runs):
+# book/stage.py stages book/ and build/executed/$(PROFILE)/*.ipynb in build/book-src/ (it stops,
+# naming them, if a notebook has no finished run there), sphinx-build writes build/book/. Its
+# packages (the `book` extra: jupyter-book 1, offline MathJax, selenium) install on first use.
+BOOK_STAMP := $(VENV)/.hdlora-book-installed
+.PHONY: book
+
+$(BOOK_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,book]'
+	touch $(BOOK_STAMP)
+
+book: $(BOOK_STAMP) ## HTML book of the notebooks run by `make figures`: build/book/index.html
+	@start=$$(date +%s); \
+	$(BIN)/python book/stage.py --executed $(EXEC) --out build/book-src $(NAMES); \
+	$(BIN)/sphinx-build -b html -q -d build/book-doctrees build/book-src build/book; \
+	echo "book (profile $(PROFILE)): build/book/index.html in $$(( $$(date +%s) - start )) s"
 
 test: lint unit notebooks ## lint, unit tests, and every notebook under nbval (profile smoke)
 
@@ -76,6 +95,11 @@ notebooks: $(STAMP) ## every notebook under nbval (profile smoke, fresh outputs)
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check lib tests notebooks bench
 	$(BIN)/ruff format --check lib tests bench
+
+# Plant each bug of tools/mutants.py in a copy of lib/ (never the live one) and run the unit tier
+# on it; fails on a survivor that is not listed as equivalent. ~15 min on 2 cores.
+mutants: $(STAMP) ## mutation testing of the unit tier (tools/mutants.py)
+	HDLORA_PROGRESS=0 $(BIN)/python tools/mutants.py
 
 clean: ## remove build/ (executed notebooks, stamps, test outputs)
 	rm -rf build
