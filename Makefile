@@ -93,8 +93,8 @@ notebooks: $(STAMP) ## every notebook under nbval (profile smoke, fresh outputs)
 	HDLORA_PROGRESS=0 $(BIN)/python -m pytest build/nbval --nbval-lax --nbval-current-env -p no:cacheprovider -q
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check lib tests notebooks bench
-	$(BIN)/ruff format --check lib tests bench
+	$(BIN)/ruff check lib tests notebooks bench book tools
+	$(BIN)/ruff format --check lib tests bench book tools
 
 # Plant each bug of tools/mutants.py in a copy of lib/ (never the live one) and run the unit tier
 # on it; fails on a survivor that is not listed as equivalent. ~15 min on 2 cores.

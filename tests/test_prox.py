@@ -77,14 +77,44 @@ def test_limits_of_section_3_1():
     assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-8
 
 
-def test_linear_prox_is_explicit_and_matches_newton():
-    zs, zt = _samples(300, seed=5)
-    V = 0.7
+def _sym(h):
+    """The symmetric T×T matrix with upper entries h (row-major a ≤ b)."""
+    H = np.zeros((T, T))
+    H[np.triu_indices(T)] = h
+    return H + np.triu(H, 1).T
+
+
+def _F_linear(h, zs, zt, V):
+    """−Ψ of eq. (41) for σ(x) = x/T, written on the full matrices."""
+    s = 1.0 + np.eye(T)[np.triu_indices(T)]
+    return float((((_sym(h) - _sym(zs)) / T) ** 2).sum() + ((zt - h) ** 2 / (2 * V * s)).sum())
+
+
+@pytest.mark.parametrize("V", [0.05, 0.7, 20.0])
+def test_linear_prox_is_the_numerical_minimiser_and_the_exponent_is_one(V):
+    """The linear proximal against scipy on −Ψ (eq. 41), and App. C's erratum: at the minimiser
+    z − z* = (z̃ − z*)/(1 + 4V/T²) (exponent 1; the printed exponent 2 is wrong)."""
+    zs, zt = _samples(12, seed=5)
     r = pretrain_prox(zs, zt, V, T, activation="linear")
-    expected = (zs / T**2 + zt / (4 * V)) / (1 / T**2 + 1 / (4 * V))  # App. C
-    assert np.allclose(r.h, expected, atol=1e-12)
-    # z − z* = (z̃ − z*)/(1 + 4V/T²): the exponent is 1 (App. C prints 2)
-    assert np.allclose(r.h - zs, (zt - zs) / (1 + 4 * V / T**2), atol=1e-12)
+    ref = np.array(
+        [
+            minimize(
+                _F_linear,
+                np.zeros(L),
+                args=(zs[i], zt[i], V),
+                method="BFGS",
+                options={"gtol": 1e-12},
+            ).x
+            for i in range(len(zs))
+        ]
+    )
+    assert np.abs(r.h - ref).max() < 1e-6 * (1 + np.abs(ref).max())
+    assert np.allclose(
+        r.objective, [_F_linear(h, a, b, V) for h, a, b in zip(ref, zs, zt, strict=True)]
+    )
+    ratio = (ref - zs) / (zt - zs)
+    assert np.allclose(ratio, 1 / (1 + 4 * V / T**2), rtol=1e-5)
+    assert not np.allclose(ratio, 1 / (1 + 4 * V / T**2) ** 2, rtol=1e-2)
 
 
 def test_bad_V_is_rejected():

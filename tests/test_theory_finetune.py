@@ -36,6 +36,27 @@ def test_prox_derivatives_against_finite_differences(act):
     assert np.allclose((fq1 - fq2) / (2 * e), -np.trace(G, axis1=1, axis2=2), atol=1e-7)
 
 
+@pytest.mark.parametrize("act", ["softmax", "linear"])
+def test_dq_psi_is_the_envelope_derivative_of_the_proximal_value(act):
+    """∂_qψ of eq. (72) at the proximal is d/dq of the maximal value of ψ (envelope theorem):
+    against central differences of the minimal F = −ψ, re-solved at q ± e from the proximal."""
+    rng = np.random.default_rng(1)
+    n, T = 200, 3
+    cs = rng.standard_normal((n, T))
+    ct = 0.5 * cs + 0.6 * rng.standard_normal((n, T))
+    zs = rng.standard_normal((n, T, T))
+    zs = zs + np.swapaxes(zs, 1, 2)
+    noise = rng.standard_normal((n, T, T))
+    z = 0.5 * zs + 0.3 * (noise + np.swapaxes(noise, 1, 2))
+    q, v, e = 0.6, 0.8, 1e-5
+    r = finetune_prox(cs, ct, zs, z, q, v, act)
+    plus = finetune_prox(cs, ct, zs, z, q + e, v, act, warm=r.chi, both_signs=False)
+    minus = finetune_prox(cs, ct, zs, z, q - e, v, act, warm=r.chi, both_signs=False)
+    d_max_psi = -(plus.objective - minus.objective) / (2 * e)
+    assert r.n_failed == 0 and np.abs(r.dq_psi).mean() > 0.1
+    assert np.abs(r.dq_psi - d_max_psi).max() < 1e-8
+
+
 def test_prox_is_the_best_of_many_starts():
     rng = np.random.default_rng(1)
     n, T = 400, 3

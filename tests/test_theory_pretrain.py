@@ -2,9 +2,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize_scalar
 
 from hdlora import Params
-from hdlora.theory import pretrain
+from hdlora.theory import pretrain, spectral
 from hdlora.theory.pretrain import PretrainSamples, output_channel_at_origin, threshold_lambda
 from hdlora.theory.symmetric import multiplicity
 
@@ -43,13 +44,43 @@ def test_infinite_lambda_is_the_zero_predictor():
     assert r.test_error == pytest.approx(expected, abs=4 * r.test_error_se)
 
 
-def test_above_lambda_c_the_zero_predictor_is_reached():
+def _upper_edge(eta, kappa0):
+    """Upper edge of μ_η = μ0 ⊞ semicircle(radius 2η), from the R-transform alone: the inverse
+    Stieltjes transform z(g) = R(g) + 1/g, R(g) = √κ0/(1 − g/√κ0) + η²g, is minimal over
+    g ∈ (0, √κ0) exactly at the edge."""
+    r = math.sqrt(kappa0)
+    res = minimize_scalar(
+        lambda g: r / (1 - g / r) + eta**2 * g + 1 / g,
+        bounds=(1e-9, r * (1 - 1e-12)),
+        method="bounded",
+        options={"xatol": 1e-14},
+    )
+    return res.fun
+
+
+@pytest.mark.parametrize("kappa0,kappa", [(1.0, 1.0), (0.5, 2.0)])
+def test_lambda_c_is_where_eps_reaches_the_upper_edge(kappa0, kappa):
+    """λ_c: ε(0) = 2√κλ/M̂(0) equals the upper edge of μ_{η(0)}, η(0) = √Q̂(0)/M̂(0), so that
+    J(η, ε) = ∫(x − ε)_+² dμ_η (and with it Q of eq. 52) vanishes from λ_c on."""
+    p = SOFT.replace(kappa0=kappa0, kappa=kappa)
+    samples = PretrainSamples.draw(5000, p.T, 0)
+    oc = output_channel_at_origin(p.Q0, p, samples)
+    eta = math.sqrt(oc.Q_hat) / oc.M_hat
+    edge = _upper_edge(eta, kappa0)
+    lam_c = threshold_lambda(p, samples)
+    assert 2 * math.sqrt(kappa) * lam_c / oc.M_hat == pytest.approx(edge, rel=1e-9)
+    x, w = np.linspace(edge - 0.5, edge, 2001, retstep=True)
+    assert spectral.density(x[:-1] + w / 2, eta, kappa0).min() > 0  # the edge is the edge
+
+
+def test_the_zero_predictor_is_reached_above_lambda_c_only():
     samples = PretrainSamples.draw(20000, SOFT.T, 0)
-    lam_c = threshold_lambda(SOFT, samples)
-    above = pretrain(SOFT.replace(lam=1.5 * lam_c), n_mc=20000, seed=0, progress=False)
+    oc = output_channel_at_origin(SOFT.Q0, SOFT, samples)
+    lam_c = oc.M_hat * _upper_edge(math.sqrt(oc.Q_hat) / oc.M_hat, 1.0) / 2
+    above = pretrain(SOFT.replace(lam=1.1 * lam_c), n_mc=4000, seed=0, progress=False)
     assert above.Q == 0 and "zero predictor" in above.message
-    below = pretrain(SOFT.replace(lam=0.3), n_mc=20000, seed=0, progress=False)
-    assert below.Q > 0 and below.info["lambda_c"] == pytest.approx(lam_c)
+    below = pretrain(SOFT.replace(lam=0.8 * lam_c), n_mc=4000, seed=0, progress=False)
+    assert below.converged and below.Q > 0 and below.M > 0
 
 
 def test_origin_conjugates_are_the_small_V_limit():

@@ -1,0 +1,576 @@
+"""Mutation testing of the unit tier: plant plausible bugs in a copy of lib/hdlora, one at a time.
+
+Each mutant is (file, original snippet, replacement, description[, test files to try first]).
+For every mutant the script copies ``lib/`` to a temporary directory (never touching the live
+``lib/``), replaces the one occurrence of the snippet (and stops with an error if the snippet is
+missing or ambiguous, so the list stays honest as the code changes), then runs the unit tier with
+that copy first on ``PYTHONPATH``:
+
+    PYTHONPATH=<tmp>/lib python -m pytest <tests> -x -q -p no:cacheprovider
+
+A mutant is *killed* when pytest fails; a run past the per-mutant timeout gives no verdict and
+is reported as TIMEOUT (an unexplained result, like a survivor). The test files named
+with a mutant only order the work: they run first, and a mutant they do not kill is run against
+the whole tier, so every verdict "survived" means "passes every unit test".
+
+Survivors listed in EQUIVALENT (with the reason they cannot change a result) are reported but
+accepted; any other survivor makes the script exit with status 1. The same list is mirrored in
+the README's "Testing" section.
+
+Before the mutants, the unit tier is run once on the unmutated copy (the baseline): a tier that
+fails on its own would make every mutant look killed.
+
+Usage: python tools/mutants.py [--tests DIR] [--lib DIR] [--only ID ...] [--exclude TEST ...]
+                               [--timeout S] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str  # relative to lib/hdlora
+    original: str
+    replacement: str
+    description: str
+    first: tuple[str, ...] = ()  # test files (relative to the tests dir) to run first
+
+
+M = Mutant
+MUTANTS: list[Mutant] = [
+    # ---------------------------------------------------------------- Params (boundaries)
+    M(
+        "params.py",
+        "if self.T < 2:",
+        "if self.T < 3:",
+        "T = 2 rejected (off by one)",
+        ("test_params.py",),
+    ),
+    M(
+        "params.py",
+        '"κ >= 1 (paper §2)", lambda x: x >= 1',
+        '"κ >= 1 (paper §2)", lambda x: x > 1',
+        "κ = 1 rejected (off by one)",
+        ("test_params.py",),
+    ),
+    M(
+        "params.py",
+        '"Δ >= 0", lambda x: x >= 0',
+        '"Δ >= 0", lambda x: x > 0',
+        "Δ = 0 rejected (noiseless data impossible)",
+        ("test_params.py",),
+    ),
+    M(
+        "params.py",
+        "int(D) != D or D < 2:",
+        "int(D) != D or D < 1:",
+        "D = 1 accepted",
+        ("test_params.py",),
+    ),
+    M(
+        "params.py",
+        "if self.reuse and s.N_ft > s.N:",
+        "if self.reuse and s.N_ft >= s.N:",
+        "reuse with N' = N rejected (off by one)",
+        ("test_params.py",),
+    ),
+    M(
+        "params.py",
+        '"α\' > 0", lambda x: x > 0',
+        '"α\' > 0", lambda x: x >= 0',
+        "α' = 0 accepted",
+        ("test_params.py",),
+    ),
+    # ---------------------------------------------------------------- data of eq. (6)
+    M(
+        "model/data.py",
+        "upper = torch.triu(g, diagonal=1) * (Delta / 2) ** 0.5",
+        "upper = torch.triu(g, diagonal=1) * Delta**0.5",
+        "off-diagonal noise variance Δ instead of Δ/2",
+        ("test_data.py",),
+    ),
+    M(
+        "model/data.py",
+        "torch.diagonal(g, dim1=-2, dim2=-1)) * Delta**0.5",
+        "torch.diagonal(g, dim1=-2, dim2=-1)) * (Delta / 2) ** 0.5",
+        "diagonal noise variance Δ/2 instead of Δ",
+        ("test_data.py",),
+    ),
+    M(
+        "model/data.py",
+        "        X = draw_sequences(n, teacher.D, params.T, generator)\n"
+        "        xi = draw_noise(n, params.T, params.Delta, generator)\n    D = teacher.D",
+        "        X = draw_sequences(n, teacher.D, params.T, generator)\n"
+        "        xi = draw_noise(n, params.T, 2 * params.Delta, generator)\n    D = teacher.D",
+        "fine-tuning noise ξ' (e = 0) with strength 2Δ",
+        ("test_data.py",),
+    ),
+    M(
+        "model/data.py",
+        "X, xi = reuse_from.X[:n], reuse_from.xi[:n]",
+        "X, xi = reuse_from.X[:n], 2**0.5 * reuse_from.xi[:n]",
+        "reused noise (e = 1) rescaled: variance 2Δ",
+        ("test_data.py",),
+    ),
+    M(
+        "model/data.py",
+        "    c = (W * W).sum() / (D * P**0.5)",
+        "    c = (W * W).sum() / (D * P)",
+        "population centring (34) with P⁻¹ instead of P^{-1/2}",
+        ("test_data.py", "test_losses.py"),
+    ),
+    M(
+        "model/data.py",
+        "z_star = center(A_ext + outer, c_ext + c_w, centering) + xi",
+        "z_star = center(A_ext + outer, c_ext, centering) + xi",
+        "fine-tuning target centring drops q0 = ‖w*‖²/D",
+        ("test_data.py",),
+    ),
+    M(
+        "model/data.py",
+        "chi_star = X @ teacher.w_star / D**0.5",
+        "chi_star = X @ teacher.w_star / D",
+        "χ* = D⁻¹ X w* (wrong scaling of the LoRA direction)",
+        ("test_data.py",),
+    ),
+    # ---------------------------------------------------------------- eq. (1) and objectives
+    M(
+        "model/activations.py",
+        "return x.softmax(dim=-1)",
+        "return x.softmax(dim=-2)",
+        "column-wise instead of row-wise softmax (torch)",
+        ("test_losses.py",),
+    ),
+    M(
+        "model/activations.py",
+        "return x / x.shape[-1]",
+        "return x / x.shape[-1] ** 2",
+        "linear σ(x) = x/T² instead of x/T",
+        ("test_losses.py",),
+    ),
+    M(
+        "model/losses.py",
+        "c = population_center(W_hat, w) if",
+        "c = population_center(W_hat) if",
+        "fine-tuning student centring drops q = ‖w‖²/D",
+        ("test_losses.py",),
+    ),
+    M(
+        "model/losses.py",
+        "params.lam_ft * (w @ w)",
+        "2 * params.lam_ft * (w @ w)",
+        "factor 2 on λ' in the simulator's objective (3)",
+        ("test_losses.py",),
+    ),
+    M(
+        "model/losses.py",
+        "params.lam * (W * W).sum()",
+        "params.lam * (W * W).sum() / 2",
+        "λ/2 instead of λ in the objective (2)",
+        ("test_losses.py",),
+    ),
+    M(
+        "model/losses.py",
+        "return sample_errors(z, data, params).sum() + params.lam_ft",
+        "return sample_errors(z, data, params).mean() + params.lam_ft",
+        "objective (3) as a mean over samples (changes the weight of λ')",
+        ("test_losses.py",),
+    ),
+    M(
+        "model/losses.py",
+        "return ((E @ data.gram) * E).sum(dim=(-1, -2))",
+        "return ((E @ data.gram.transpose(-1, -2)) * E).sum(dim=(-1, -2))",
+        "Gram matrix transposed in the sequence loss",
+        ("test_losses.py",),
+    ),
+    # ---------------------------------------------------------------- simulation
+    M(
+        "simulation/experiment.py",
+        "if best is None or fit.objective < best.objective:",
+        "if best is None or fit.objective > best.objective:",
+        "best-of-n keeps the worst start",
+        ("test_simulate.py",),
+    ),
+    M(
+        "simulation/experiment.py",
+        "if float(fit.x @ self.teacher.w_star) < 0:",
+        "if float(fit.x @ self.teacher.w_star) > 0:",
+        "ŵ signed so that m ≤ 0",
+        ("test_simulate.py",),
+    ),
+    M(
+        "simulation/experiment.py",
+        '"Q0": float((W_star.T @ W_star).square().sum()) / (P0 * D**2)',
+        '"Q0": float((W_star.T @ W_star).square().sum()) / (P * D**2)',
+        "Q0 normalised with P instead of P0",
+        ("test_simulate.py",),
+    ),
+    M(
+        "simulation/experiment.py",
+        "forget = fine(self.test)",
+        "forget = fine(self.test_ft)",
+        "ℰ'' (84) measured on fine-tuning instead of pre-training samples",
+        ("test_simulate.py",),
+    ),
+    M(
+        "simulation/lbfgs.py",
+        'converged = last["g"] <= gtol',
+        "converged = True",
+        "L-BFGS always reports convergence",
+        ("test_simulate.py",),
+    ),
+    # ---------------------------------------------------------------- pre-training theory
+    M(
+        "theory/pretrain.py",
+        "- M / (A0 * sqB) * samples.zeta",
+        "+ M / (A0 * sqB) * samples.zeta",
+        "sign in the pre-training conjugate M̂ (49)",
+        ("test_stationarity.py",),
+    ),
+    M(
+        "theory/pretrain.py",
+        "V = J1 / (2 * V_hat * eta)",
+        "V = J1 / (V_hat * eta)",
+        "factor 2 in V = J1/(2V̂η) (53)",
+        ("test_replicon.py",),
+    ),
+    M(
+        "theory/pretrain.py",
+        "            2 * alpha / V**2 * (d * d).sum(axis=1),",
+        "            alpha / V**2 * (d * d).sum(axis=1),",
+        "factor 2 in Q̂ (50)",
+        ("test_stationarity.py",),
+    ),
+    M(
+        "theory/pretrain.py",
+        "    eps = 2 * math.sqrt(params.kappa) * params.lam / M_hat\n    J, J1",
+        "    eps = math.sqrt(params.kappa) * params.lam / M_hat\n    J, J1",
+        "ε = √κλ/M̂ instead of 2√κλ/M̂ in the input channel",
+        ("test_replicon.py",),
+    ),
+    M(
+        "theory/pretrain.py",
+        "return oc.M_hat * edge / (2 * math.sqrt(params.kappa))",
+        "return oc.M_hat * edge / math.sqrt(params.kappa)",
+        "λ_c too large by 2",
+        ("test_theory_pretrain.py",),
+    ),
+    M(
+        "theory/prox.py",
+        "        c = 4.0 / T**2\n",
+        "        c = 2.0 / T**2\n",
+        "linear proximal with the weight 2/T² instead of 4/T²",
+        ("test_prox.py", "test_noise.py"),
+    ),
+    M(
+        "theory/prox.py",
+        "f = f + (d * d / (2 * V * s)).sum(axis=-1)",
+        "f = f + (d * d / (2 * V)).sum(axis=-1)",
+        "softmax proximal penalty without the multiplicity s_ab",
+        ("test_prox.py",),
+    ),
+    M(
+        "theory/laws.py",
+        "z_star = np.sqrt(s * A0) * samples.g",
+        "z_star = np.sqrt(A0) * samples.g",
+        "z* of law 𝒬 (13) without the multiplicity 1 + δ_ab",
+        ("test_theory_pretrain.py",),
+    ),
+    M(
+        "theory/replicon.py",
+        "inp = dd2 / (V_hat * V) ** 2",
+        "inp = dd2 / V_hat**2",
+        "replicon (75) without the 1/V² correction",
+        ("test_replicon.py",),
+    ),
+    M(
+        "theory/replicon.py",
+        "M = np.linalg.inv(V * H) + np.eye(L)",
+        "M = np.linalg.inv(V * H) - np.eye(L)",
+        "replicon output factor (V∇²Ψ)⁻¹ − I",
+        ("test_replicon.py",),
+    ),
+    # ---------------------------------------------------------------- fine-tuning theory
+    M(
+        "theory/prox_finetune.py",
+        "dq_psi = np.trace(G, axis1=1, axis2=2)",
+        "dq_psi = -np.trace(G, axis1=1, axis2=2)",
+        "sign of ∂_qψ (72)",
+        ("test_theory_finetune.py",),
+    ),
+    M(
+        "theory/finetune.py",
+        "- 2 * ap * r.dq_psi",
+        "+ 2 * ap * r.dq_psi",
+        "sign of the ∂_qψ term of v̂ (72)",
+        ("test_stationarity.py",),
+    ),
+    M(
+        "theory/finetune.py",
+        "+ m * T * q0 - m / v * r.trace_C)",
+        "+ m * T * q0 + m / v * r.trace_C)",
+        "sign of the Tr C term of m̂ (70)",
+        ("test_stationarity.py",),
+    ),
+    M(
+        "theory/finetune.py",
+        "(m_hat**2 + q_hat) * v_new**2",
+        "q_hat * v_new**2",
+        "q = q̂v² instead of (m̂² + q̂)v² (69)",
+        ("test_stationarity.py",),
+    ),
+    M(
+        "theory/laws.py",
+        "student = sigma(z + outer(c) - q * eye)",
+        "student = sigma(z + outer(c) - q0 * eye)",
+        "student centred with q0 instead of q in ℰ'",
+        ("test_theory_finetune.py",),
+    ),
+    M(
+        "theory/laws.py",
+        "return (m / q0) * chi_star + math.sqrt(max(q - m * m / q0, 0.0)) * zeta",
+        "return (m / q0) * chi_star + math.sqrt(max(q - m / q0, 0.0)) * zeta",
+        "χ̃ of eq. (62) with variance q − m/q0",
+        ("test_stationarity.py",),
+    ),
+    M(
+        "theory/replicon.py",
+        "M = np.linalg.inv(-v * hessian_F) + np.eye(T)",
+        "M = np.linalg.inv(-v * hessian_F) - np.eye(T)",
+        "fine-tuning replicon (78) sign",
+        ("test_theory_finetune.py",),
+    ),
+    # ---------------------------------------------------------------- noises, Bayes, spectral
+    M(
+        "theory/noise.py",
+        "return Delta / 2 + Q0 + Q - 2 * M",
+        "return Delta / 2 + Q0 + Q - M",
+        "Δ_eff (25) with −M instead of −2M",
+        ("test_noise.py",),
+    ),
+    M(
+        "theory/noise.py",
+        "/ (1 + 4 * V / T**2) ** 2",
+        "/ (1 + 4 * V / T**2)",
+        "reused-sequence noise (107) with the printed-as-App.-C exponent",
+        ("test_noise.py",),
+    ),
+    M(
+        "theory/bayes.py",
+        "return T * T + T - 2",
+        "return T * T + T",
+        "BO output channel (89) counts the invisible direction 11ᵀ",
+        ("test_bayes.py",),
+    ),
+    M(
+        "theory/bayes.py",
+        "4 * math.pi**2 / (3 * Q_hat**2)",
+        "2 * math.pi**2 / (3 * Q_hat**2)",
+        "BO mmse (87) with 2π²/3 instead of 4π²/3",
+        ("test_bayes.py",),
+    ),
+    M(
+        "theory/bayes.py",
+        "return 2 * (k - k * k / 2) / output_count",
+        "return 2 * (k - k * k / 4) / output_count",
+        "perfect-recovery threshold count",
+        ("test_bayes.py",),
+    ),
+    M(
+        "theory/spectral.py",
+        "return float(tot[0]), float(4 * eta * tot[2]), float(-2 * tot[1])",
+        "return float(tot[0]), float(2 * eta * tot[2]), float(-2 * tot[1])",
+        "J1 = ∂_η J too small by 2",
+        ("test_spectral.py",),
+    ),
+    # ---------------------------------------------------------------- equivalent by design
+    M(
+        "theory/newton.py",
+        "armijo = f_try <= fi[k] + 1e-4 * t[k] * slope[k]",
+        "armijo = f_try <= fi[k] + 1e-3 * t[k] * slope[k]",
+        "Armijo constant 1e-4 → 1e-3 in the batched Newton",
+        ("test_prox.py",),
+    ),
+]
+
+#: survivors that cannot change any result, with the reason (mirrored in README, "Testing")
+EQUIVALENT: dict[str, str] = {
+    "model/losses.py: Gram matrix transposed in the sequence loss": (
+        "G = X Xᵀ/D is symmetric, so E G Eᵀ and E Gᵀ Eᵀ are the same number"
+    ),
+    "theory/newton.py: Armijo constant 1e-4 → 1e-3 in the batched Newton": (
+        "the sufficient-decrease constant changes which step lengths are accepted, not the "
+        "stationary point the solver stops at (max|∇F| ≤ tol is checked either way)"
+    ),
+}
+
+
+def key(m: Mutant) -> str:
+    return f"{m.file}: {m.description}"
+
+
+def apply(lib_root: Path, m: Mutant) -> None:
+    """Replace the one occurrence of ``m.original`` in the copy; fail loudly otherwise."""
+    path = lib_root / "hdlora" / m.file
+    text = path.read_text()
+    count = text.count(m.original)
+    if count != 1:
+        raise SystemExit(
+            f"mutant '{key(m)}': the snippet occurs {count} times in lib/hdlora/{m.file} "
+            f"(expected exactly 1); update tools/mutants.py\n  snippet: {m.original!r}"
+        )
+    path.write_text(text.replace(m.original, m.replacement))
+
+
+def run_pytest(
+    lib_root: Path, tests: list[str], timeout: float, extra: tuple[str, ...] = ()
+) -> tuple[bool | None, str]:
+    """(failed, the first failure); ``None`` when pytest ran past ``timeout`` (no verdict)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(lib_root) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # never reuse a stale .pyc of another mutant
+    env["HDLORA_PROGRESS"] = "0"
+    cmd = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider", *extra]
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timeout after {timeout:.0f} s"
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+    last = lines[-1] if lines else p.stderr.strip().splitlines()[-1:]
+    if p.returncode == 0:
+        return False, str(last)
+    if p.returncode not in (1,):  # 2: interrupted/collection error, 3: internal, 4: usage
+        failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+        return True, f"pytest exit {p.returncode}: {(failed or [last])[0]}"
+    failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    return True, (failed[0] if failed else str(last))
+
+
+def check_import(lib_root: Path) -> None:
+    """The copy, not the editable install, must be what ``import hdlora`` finds."""
+    env = dict(os.environ, PYTHONPATH=str(lib_root), PYTHONDONTWRITEBYTECODE="1")
+    out = subprocess.run(
+        [sys.executable, "-c", "import hdlora; print(hdlora.__file__)"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(out).resolve().is_relative_to(lib_root.resolve()):
+        raise SystemExit(f"PYTHONPATH does not take precedence: hdlora imported from {out}")
+    print(f"mutants import hdlora from the copy: {out}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tests", default="tests", help="the unit-test directory (default tests)")
+    ap.add_argument("--only", nargs="*", type=int, help="run only these mutant numbers")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per pytest run")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--lib", default=str(ROOT / "lib"), help="the lib/ to copy (default lib/)")
+    ap.add_argument(
+        "--exclude", nargs="*", default=[], help="names of test functions to leave out (-k)"
+    )
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the unmutated run of the unit tier"
+    )
+    args = ap.parse_args(argv)
+
+    if args.list:
+        for i, m in enumerate(MUTANTS):
+            print(f"{i:2d}  {key(m)}")
+        return 0
+    tests_dir = Path(args.tests)
+    if not (ROOT / tests_dir).is_dir() and not tests_dir.is_dir():
+        raise SystemExit(f"no test directory {tests_dir}")
+    chosen = [(i, m) for i, m in enumerate(MUTANTS) if args.only is None or i in args.only]
+    stale = set(EQUIVALENT) - {key(m) for m in MUTANTS}
+    if stale:
+        raise SystemExit(f"EQUIVALENT names mutants that do not exist: {sorted(stale)}")
+
+    extra = ("-k", " and ".join(f"not {name}" for name in args.exclude)) if args.exclude else ()
+    results = []
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hdlora-mutants-") as tmp:
+        lib_root = Path(tmp) / "lib"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        shutil.copytree(Path(args.lib), lib_root, ignore=ignore)
+        check_import(lib_root)
+        # every snippet must be present before any time is spent (in the copy: a snapshot)
+        for _, m in chosen:
+            text = (lib_root / "hdlora" / m.file).read_text()
+            if text.count(m.original) != 1:
+                apply(lib_root, m)  # raises with the explanation
+        if not args.no_baseline:
+            t0 = time.perf_counter()
+            failed, why = run_pytest(lib_root, [str(tests_dir)], args.timeout, extra)
+            if failed is not False:
+                raise SystemExit(f"the unit tier does not pass without a mutant: {why}")
+            print(f"baseline: the unit tier passes on the copy ({time.perf_counter() - t0:.0f} s)")
+        for i, m in chosen:
+            pristine = (lib_root / "hdlora" / m.file).read_text()
+            apply(lib_root, m)
+            t0 = time.perf_counter()
+            try:
+                first = [str(tests_dir / f) for f in m.first if (tests_dir / f).exists()]
+                killed, why = (False, "")
+                if first:
+                    killed, why = run_pytest(lib_root, first, args.timeout, extra)
+                if killed is False:
+                    killed, why = run_pytest(lib_root, [str(tests_dir)], args.timeout, extra)
+            finally:
+                (lib_root / "hdlora" / m.file).write_text(pristine)
+            dt = time.perf_counter() - t0
+            if killed is None:  # a hang is not a kill: it needs a look (or a longer --timeout)
+                status = "TIMEOUT"
+            elif killed:
+                status = "killed"
+            else:
+                status = "equivalent" if key(m) in EQUIVALENT else "SURVIVED"
+            results.append((i, m, status, why, dt))
+            print(f"[{i:2d}] {status:10s} {dt:6.1f}s  {key(m)}", flush=True)
+            if killed is not False:
+                print(f"      {'by ' if killed else ''}{why}", flush=True)
+
+    n = len(results)
+    n_killed = sum(r[2] == "killed" for r in results)
+    n_equiv = sum(r[2] == "equivalent" for r in results)
+    unexplained = [r for r in results if r[2] in ("SURVIVED", "TIMEOUT")]
+    width = max(len(key(r[1])) for r in results)
+    print("\n" + "-" * (width + 24))
+    print(f"{'#':>3}  {'mutant':{width}s}  {'status':10s}  time")
+    for i, m, status, _, dt in results:
+        print(f"{i:3d}  {key(m):{width}s}  {status:10s}  {dt:5.1f}s")
+    print("-" * (width + 24))
+    score = n_killed / max(n - n_equiv, 1)
+    print(
+        f"killed {n_killed} of {n}; {n_equiv} explained equivalent; {len(unexplained)} unexplained "
+        f"survivors; mutation score {n_killed}/{n - n_equiv} = {100 * score:.0f}% "
+        f"(equivalent mutants excluded); {time.perf_counter() - t_start:.0f} s"
+    )
+    for _, m, status, _, _ in results:
+        if status == "equivalent":
+            print(f"  equivalent: {key(m)}: {EQUIVALENT[key(m)]}")
+    if unexplained:
+        print("UNEXPLAINED SURVIVORS (kill them with a test, or explain them in EQUIVALENT):")
+        for _, m, status, _, _ in unexplained:
+            print(f"  {status}: {key(m)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
