@@ -157,7 +157,12 @@ plt.show()
 # "Overfitting the pre-train data by taking $\lambda\to0$ maximises $o_w$, while a finite
 # $\lambda\approx0.3$ minimises $\mathcal E$ and $\mathcal E'$." Below, for each $\lambda'$: the
 # $\lambda$ of the largest $o_w$, of the smallest $\mathcal E$ and of the smallest $\mathcal E'$ on
-# the theory grid.
+# the theory grid, and a verdict per reading. At the quick profile (first run, 2026-11-29) the
+# minimum of $\mathcal E$ sits near $\lambda\approx0.02$, not 0.3; $o_w$ is largest at the smallest
+# $\lambda$ for $\lambda'=0.1$ only (flat within 0.006 for $\lambda'=0.5$), and for $\lambda'=2$ the
+# free entropy selects the uninformed fixed point ($m=0$) at $\lambda\le0.02$, where the
+# simulations split between minima. These are open questions (different $\lambda'$ in the paper, a
+# first-order transition), not yet resolved.
 
 # %%
 rows = []
@@ -172,7 +177,13 @@ for lf in lam_fts:
                  "min E'": c["ft_test_error"].min()})
 readings = pd.DataFrame(rows)
 display(readings.round(4))
-if profile != "smoke":  # the smoke grid has 3 values of λ
-    assert (readings["argmax o_w"] == min(lam_grid)).all()  # λ → 0 maximises o_w
-    finite_min = (readings["argmin E"] > min(lam_grid)) & (readings["argmin E"] < max(lam_grid))
-    assert finite_min.all()  # a finite λ minimises E
+verdicts = pd.DataFrame([
+    {"reading": "lambda -> 0 maximises o_w", "lam_ft": lf,
+     "holds": bool(r["argmax o_w"] == min(lam_grid)), "argmax": r["argmax o_w"]}
+    for lf, (_, r) in zip(lam_fts, readings.iterrows(), strict=True)] + [
+    {"reading": "a finite lambda minimises E", "lam_ft": lf,
+     "holds": bool(min(lam_grid) < r["argmin E"] < max(lam_grid)), "argmax": r["argmin E"]}
+    for lf, (_, r) in zip(lam_fts, readings.iterrows(), strict=True)])
+# A reading that does not hold is a result to report, not a failure of the code: the verdicts are
+# shown (and discussed in the README's figure notes), not asserted.
+verdicts
