@@ -1,3 +1,6 @@
+"""Params (§2) and the sizes of eq. (7): every bound just inside and just outside, with the exact
+message; the Observables record."""
+
 import math
 import re
 
