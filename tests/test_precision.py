@@ -149,3 +149,18 @@ def test_sweep_matches_independent_predictions():
         for name in ("test_error", "Q", "ft_test_error", "q", "m", "overlap"):
             assert getattr(row, name) == pytest.approx(getattr(ref, name), rel=1e-5), name
         assert row.ft_test_error_se == pytest.approx(ref.ft_test_error_se, rel=1e-2)
+
+
+def test_standard_errors_near_lambda_c_warn_instead_of_crashing():
+    """At 0.95 λ_c a single RQMC block's V̂ is negative: the block standard errors are not
+    defined. The solve must still return its fixed point, say so, and warn (no crash)."""
+    import pytest as _pytest
+
+    from hdlora import Params
+    from hdlora.diagnostics import ConvergenceWarning
+    from hdlora.theory import pretrain as _pretrain
+
+    p = Params(T=3, kappa0=1, kappa=1, Delta=0.5, alpha=0.1, lam=0.5232)
+    with _pytest.warns(ConvergenceWarning, match="standard errors unavailable"):
+        r = _pretrain(p, n_mc=5000, seed=0, progress=False)
+    assert r.converged and r.Q >= 0 and "standard errors unavailable" in r.message

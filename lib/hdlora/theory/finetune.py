@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.diagnostics import RepliconWarning, warn
+from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.theory.fixed_point import OutOfDomain, solve
@@ -335,21 +335,26 @@ def finetune(
     )
     se: dict = dict(ft_test_error_se=E_se, ft_train_error_se=L_se, forgetting_error_se=F_se)
     precision_info: dict = {}
+    se_note = ""
     if cv and samples.blocks > 1:
-        se, precision_info = _fixed_point_se(
-            params,
-            pre,
-            samples,
-            zs_tr,
-            z_tr,
-            x,
-            per,
-            r,
-            make_channel,
-            make_map,
-            input_channel,
-            (E_se, L_se, F_se),
-        )
+        try:
+            se, precision_info = _fixed_point_se(
+                params,
+                pre,
+                samples,
+                zs_tr,
+                z_tr,
+                x,
+                per,
+                r,
+                make_channel,
+                make_map,
+                input_channel,
+                (E_se, L_se, F_se),
+            )
+        except OutOfDomain as err:  # a single block's conjugates leave the domain
+            se_note = f"; block standard errors unavailable ({err})"
+            warn(ConvergenceWarning, f"finetune at {params}: standard errors unavailable: {err}")
     rep = finetune_replicon(ap, v, r.hessian)
     if not rep.stable:
         warn(
@@ -359,7 +364,7 @@ def finetune(
         )
     m_abs = abs(m)
     converged = fp.converged and r.n_failed == 0
-    message = fp.message
+    message = fp.message + se_note
     if select and chosen == "uninformed" and _informed(informed["x"]) is False:
         message += "; the iteration from m > 0 did not reach an informed fixed point"
     if r.n_failed:

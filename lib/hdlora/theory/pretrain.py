@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.diagnostics import RepliconWarning, warn
+from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.theory import spectral
@@ -307,8 +307,13 @@ def pretrain(
     L, L_se = pretrain_errors(oc.z_star, oc.prox.h, params, samples.blocks)
     se: dict = dict(test_error_se=E_se)
     precision_info: dict = {}
+    se_note = ""
     if samples.blocks > 1:
-        E, se, precision_info = _fixed_point_se(params, samples, x, oc, cache["h"])
+        try:
+            E, se, precision_info = _fixed_point_se(params, samples, x, oc, cache["h"])
+        except OutOfDomain as err:  # a single block's conjugates leave the domain (near λ_c)
+            se_note = f"; block standard errors unavailable ({err})"
+            warn(ConvergenceWarning, f"pretrain at {params}: standard errors unavailable: {err}")
     rep = pretrain_replicon(params, V, oc.M_hat, oc.Q_hat, oc.V_hat, oc.prox.hessian)
     if not rep.stable:
         warn(
@@ -317,7 +322,7 @@ def pretrain(
             "replica-symmetric prediction need not describe the minimisers",
         )
     converged = fp.converged and oc.prox.n_failed == 0
-    message = fp.message
+    message = fp.message + se_note
     if oc.prox.n_failed:
         message += f"; {oc.prox.n_failed} proximal samples above tolerance"
     return Observables(
