@@ -14,7 +14,7 @@ all; :mod:`hdlora.diagnostics` holds the warning categories.
 """
 
 from hdlora.observables import Observables
-from hdlora.params import Params
+from hdlora.params import EffectivePretraining, Params
 
-__all__ = ["Params", "Observables"]
+__all__ = ["Params", "EffectivePretraining", "Observables"]
 __version__ = "0.2.0"

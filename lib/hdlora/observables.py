@@ -19,6 +19,8 @@ from hdlora.params import Params
 
 Source = Literal["simulation", "theory", "bayes"]
 SOURCES: tuple[str, ...] = ("simulation", "theory", "bayes")
+#: how the fine-tuning samples were chosen: i.i.d., or by Algorithm 1 (active fine-tuning)
+SELECTIONS: tuple[str, ...] = ("uniform", "active")
 
 _NAN = math.nan
 
@@ -53,6 +55,11 @@ class Observables:
       stages), ``residual``, ``message``; replicon values ``replicon`` (75, corrected) and
       ``ft_replicon`` (78) with their verdicts ``replicon_stable``, ``ft_replicon_stable``
       (None where not computed).
+    Frozen map and selection (§4, App. E): ``beta`` the recalibration Ŵ → √β Ŵ applied before
+      the fine-tuning (1 = none), ``beta_star`` β* = M/Q of the pre-training (eq. 26),
+      ``Delta_eff`` Δ/2 + Q0 − 2M + Q of the frozen map the fine-tuning sees (eq. 25, with the
+      recalibrated Q, M), ``rho`` the labelling ratio N'/N̄' of active fine-tuning (Algorithm 1;
+      NaN for a uniform selection) and ``selection`` ("uniform" or "active").
     Metadata: ``params``, ``source``, ``D`` (simulation) or ``n_mc`` (theory), ``seed``,
       ``wall_time`` (s), and ``info`` (further diagnostics, flat scalars).
 
@@ -100,6 +107,11 @@ class Observables:
     replicon_stable: bool | None = None
     ft_replicon: float = _NAN
     ft_replicon_stable: bool | None = None
+    beta: float = 1.0
+    beta_star: float = _NAN
+    Delta_eff: float = _NAN
+    rho: float = _NAN
+    selection: str = "uniform"
     D: int | None = None
     n_mc: int | None = None
     seed: int | None = None
@@ -111,6 +123,10 @@ class Observables:
             raise ValueError(f"source must be one of {SOURCES}, got source={self.source!r}")
         if not isinstance(self.params, Params):
             raise ValueError(f"params must be a hdlora.Params, got {type(self.params).__name__}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"selection must be one of {SELECTIONS}, got selection={self.selection!r}"
+            )
 
     @property
     def stable(self) -> bool:

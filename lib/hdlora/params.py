@@ -138,3 +138,41 @@ def _check_real(name: str, value, rule: str, ok) -> None:
         raise ValueError(f"{name} must be a real number with {rule}, got {name}={value!r}")
     if math.isnan(value) or not ok(float(value)):
         raise ValueError(f"{name} must satisfy {rule}, got {name}={value!r}")
+
+
+@dataclass(frozen=True)
+class EffectivePretraining:
+    r"""A frozen pre-training given by its order parameters (eq. 8): the fine-tuning sees the
+    pre-trained map only through them (Results 2, 5).
+
+    Figures 2, 4 and 5 fix M = 1 and vary Q0 = Q, so Q0 need not be 1 + κ0; Δ_eff =
+    Δ/2 + Q0 − 2M + Q (eq. 25). V (Result 4) is only used for reused sequences (e = 1).
+    Used by :func:`hdlora.theory.finetune` and :func:`hdlora.simulation.simulate_finetune`."""
+
+    Q0: float
+    Q: float
+    M: float
+    V: float = 0.0
+
+    def delta_eff(self, Delta: float) -> float:
+        """Δ_eff = Δ/2 + Q0 − 2M + Q, eq. (25)."""
+        return Delta / 2 + self.Q0 - 2 * self.M + self.Q
+
+    def recalibrated(self, beta: float) -> EffectivePretraining:
+        """The frozen map Ŵ → √β Ŵ: Q → β²Q, M → βM (App. C, eq. 102); exact for fresh
+        sequences (e = 0). On reused sequences the training field Prox(z*, z̃) scales as a
+        whole, which :func:`hdlora.theory.finetune` does with its ``beta``."""
+        if not (math.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta must be a finite number > 0, got beta={beta!r}")
+        return EffectivePretraining(Q0=self.Q0, Q=beta * beta * self.Q, M=beta * self.M, V=self.V)
+
+    def __post_init__(self):
+        for name in ("Q0", "Q", "V"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {name}={value!r}")
+        if not math.isfinite(self.M) or self.M * self.M > self.Q * self.Q0 + 1e-12:
+            raise ValueError(
+                f"M must satisfy M² <= Q·Q0 (Cauchy–Schwarz), got M={self.M!r}, "
+                f"Q={self.Q!r}, Q0={self.Q0!r}"
+            )

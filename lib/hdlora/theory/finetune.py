@@ -31,13 +31,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
-from hdlora.params import Params
+from hdlora.params import EffectivePretraining, Params
 from hdlora.theory.fixed_point import OutOfDomain, solve
 from hdlora.theory.laws import (
     Q0_TEACHER_W,
@@ -59,28 +58,6 @@ from hdlora.theory.replicon import finetune_replicon
 
 #: the test fields of FinetuneSamples (without the ``test_`` prefix)
 TEST_FIELDS = ("chi_star", "zeta", "g", "zeta_pre")
-
-
-@dataclass(frozen=True)
-class EffectivePretraining:
-    """A frozen pre-training given by its order parameters (Figures 2 and 4 fix M = 1 and vary
-    Q0 = Q, so Q0 need not be 1 + κ0). V is only used for reused sequences (e = 1)."""
-
-    Q0: float
-    Q: float
-    M: float
-    V: float = 0.0
-
-    def __post_init__(self):
-        for name in ("Q0", "Q", "V"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {name}={value!r}")
-        if not np.isfinite(self.M) or self.M * self.M > self.Q * self.Q0 + 1e-12:
-            raise ValueError(
-                f"M must satisfy M² <= Q·Q0 (Cauchy–Schwarz), got M={self.M!r}, "
-                f"Q={self.Q!r}, Q0={self.Q0!r}"
-            )
 
 
 def finetune(
