@@ -41,9 +41,11 @@ from hdlora.theory.fixed_point import OutOfDomain, solve
 from hdlora.theory.laws import (
     Q0_TEACHER_W,
     FinetuneSamples,
+    active_selection,
     check_method,
     chi_tilde,
     finetune_errors,
+    noise_variance,
     side_fields,
 )
 from hdlora.theory.precision import (
@@ -73,6 +75,8 @@ def finetune(
     progress: bool | None = None,
     method: str = "rqmc",
     select: bool = True,
+    rho: float | None = None,
+    beta: float = 1.0,
 ) -> Observables:
     r"""Solve the fine-tuning state evolution, eqs. (67)–(72), and evaluate ℰ', ℒ', ℰ'', o_w.
 
@@ -98,22 +102,65 @@ def finetune(
         minimal training objective (ℒ' + λ'‖ŵ‖²)/N' predicted at that point, and the largest φ
         describes the global minimiser. ``info``: ``fixed_point`` ("informed"/"uninformed"),
         ``n_fixed_points`` (distinct ones found), ``free_entropy_<kind>`` of each.
+    rho : active fine-tuning (Algorithm 1) with labelling ratio ρ = N'/N̄' ∈ (0, 1]: the
+        training channel's frozen fields are conditioned as App. D says (per block, the n/ρ
+        candidates of 𝒬 with the smallest ‖σ(z) − σ(0)‖²_F kept; :func:`~hdlora.theory.laws.
+        active_selection`), the test errors use the unconditioned law. ``None``: uniform
+        selection. Fresh sequences only (e = 0). ``info["Delta_eff_train"]`` is the measured
+        noise variance of the training fields (eq. 28 is its z → 0 limit).
+    beta : recalibration of the frozen map, Ŵ → √β Ŵ (eq. 26, App. E): every frozen field z
+        (training and test) is multiplied by β; the record's Q, M are the recalibrated β²Q, βM,
+        ``beta_star`` = M/Q of the unscaled pre-training.
     """
     t0 = time.perf_counter()
     check_method(method)
     pre = pretrain_result
     T = params.T
     q0 = Q0_TEACHER_W
+    if isinstance(beta, bool) or not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got beta={beta!r}")
+    if rho is not None:
+        if isinstance(rho, bool) or not (0 < rho <= 1):
+            raise ValueError(f"rho must satisfy 0 < rho <= 1 (or None), got rho={rho!r}")
+        if params.reuse:
+            raise ValueError("rho (active fine-tuning, Algorithm 1) needs fresh sequences, e = 0")
     samples = FinetuneSamples.draw(n_mc, T, seed, method)
+    if rho is not None:
+        g_sel, zeta_sel = active_selection(
+            pre,
+            params.Delta,
+            T,
+            params.activation,
+            len(samples.g),
+            samples.blocks,
+            rho,
+            seed,
+            beta,
+        )
+        samples = dataclasses.replace(samples, g=g_sel, zeta_pre=zeta_sel)
     zs_tr, z_tr, side_info = side_fields(
         pre, params.Delta, T, samples.g, samples.zeta_pre, params.activation, params.reuse
     )
+    z_tr = beta * z_tr
+    Q_used, M_used = beta * beta * pre.Q, beta * pre.M
+    frozen = dict(
+        Q0=pre.Q0,
+        Q=Q_used,
+        M=M_used,
+        V=pre.V,
+        beta=float(beta),
+        beta_star=pre.M / pre.Q if pre.Q > 0 else math.nan,
+        Delta_eff=params.Delta / 2 + pre.Q0 - 2 * M_used + Q_used,
+        rho=math.nan if rho is None else float(rho),
+        selection="uniform" if rho is None else "active",
+    )
+    side_info = {**side_info, "Delta_eff_train": noise_variance(zs_tr, z_tr)}
     chi_star = samples.chi_star * math.sqrt(q0)
     ap = params.alpha_ft
 
     if math.isinf(params.lam_ft):  # no LoRA: ŵ = 0, the frozen baseline of eq. (79)
         (E, E_se), (L, L_se), (F, F_se) = finetune_errors(
-            params, pre, samples, 0.0, 0.0, np.zeros_like(chi_star), zs_tr, z_tr
+            params, pre, samples, 0.0, 0.0, np.zeros_like(chi_star), zs_tr, z_tr, beta
         )
         return Observables(
             params=params,
@@ -126,10 +173,7 @@ def finetune(
             forgetting_error_se=F_se,
             overlap=0.0,
             overlap_se=0.0,  # exact: ŵ = 0
-            Q0=pre.Q0,
-            Q=pre.Q,
-            M=pre.M,
-            V=pre.V,
+            **frozen,
             q0=q0,
             q=0.0,
             q_se=0.0,
@@ -308,7 +352,7 @@ def finetune(
     m_hat, q_hat, v_hat = per.mean(axis=0)
     m, q, v = x
     (E, E_se), (L, L_se), (F, F_se) = finetune_errors(
-        params, pre, samples, m, q, r.chi, zs_tr, z_tr
+        params, pre, samples, m, q, r.chi, zs_tr, z_tr, beta
     )
     se: dict = dict(ft_test_error_se=E_se, ft_train_error_se=L_se, forgetting_error_se=F_se)
     precision_info: dict = {}
@@ -328,6 +372,7 @@ def finetune(
                 make_map,
                 input_channel,
                 (E_se, L_se, F_se),
+                beta,
             )
         except OutOfDomain as err:  # a single block's conjugates leave the domain
             se_note = f"; block standard errors unavailable ({err})"
@@ -353,10 +398,7 @@ def finetune(
         ft_train_error=L,
         forgetting_error=F,
         overlap=m_abs / math.sqrt(q * q0),
-        Q0=pre.Q0,
-        Q=pre.Q,
-        M=pre.M,
-        V=pre.V,
+        **frozen,
         q0=q0,
         q=q,
         m=m_abs,
@@ -394,7 +436,19 @@ def _informed(x) -> bool:
 
 
 def _fixed_point_se(
-    params, pre, samples, zs_tr, z_tr, x, per, r, make_channel, make_map, input_channel, test_se
+    params,
+    pre,
+    samples,
+    zs_tr,
+    z_tr,
+    x,
+    per,
+    r,
+    make_channel,
+    make_map,
+    input_channel,
+    test_se,
+    beta,
 ):
     r"""Standard errors of m, q, o_w, ℰ', ℰ'' (and ℒ') by the delta method of
     :mod:`hdlora.theory.precision`: the block means of the conjugates (70)–(72) give Cov(G_n);
@@ -418,7 +472,7 @@ def _fixed_point_se(
 
     def errors(y):
         mm, qq = y
-        (E, _), _, (F, _) = finetune_errors(params, pre, small, mm, qq, r.chi, zs_tr, z_tr)
+        (E, _), _, (F, _) = finetune_errors(params, pre, small, mm, qq, r.chi, zs_tr, z_tr, beta)
         return np.array([E, F])
 
     grads = gradient(errors, np.array([m, q]))  # (2 errors, 2)

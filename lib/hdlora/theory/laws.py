@@ -203,10 +203,14 @@ def pretrain_errors(z_star, z, params: Params, blocks: int = 1) -> tuple[float, 
     return mean_se(e, blocks)
 
 
-def finetune_errors(params: Params, pre, samples: FinetuneSamples, m, q, chi_train, zs_tr, z_tr):
+def finetune_errors(
+    params: Params, pre, samples: FinetuneSamples, m, q, chi_train, zs_tr, z_tr, beta=1.0
+):
     """ℰ' (73), ℰ'' (84) on fresh samples and ℒ' on the training channel: (mean, se) each.
 
-    Returns ((ℰ', se), (ℒ', se), (ℰ'', se))."""
+    ``beta``: the frozen map is recalibrated, Ŵ → √β Ŵ (eq. 26), so its fresh-sample field is
+    β z̃; the training fields ``z_tr`` are passed already scaled. Returns ((ℰ', se), (ℒ', se),
+    (ℰ'', se))."""
     sigma = activation_fn(params.activation)
     T = params.T
     eye = np.eye(T)
@@ -214,6 +218,7 @@ def finetune_errors(params: Params, pre, samples: FinetuneSamples, m, q, chi_tra
     zs, z, _ = side_fields(
         pre, params.Delta, T, samples.test_g, samples.test_zeta_pre, params.activation, reuse=False
     )
+    z = beta * z
     cs = samples.test_chi_star * math.sqrt(q0)
     c = chi_tilde(cs, samples.test_zeta, m, q, q0)
 
@@ -227,3 +232,45 @@ def finetune_errors(params: Params, pre, samples: FinetuneSamples, m, q, chi_tra
     train = ((sigma(z_tr + outer(chi_train) - q * eye) - train_target) ** 2).sum(axis=(1, 2))
     b = samples.blocks
     return mean_se(test, b), mean_se(train, b), mean_se(forget, b)
+
+
+def active_selection(
+    pre, Delta, T, activation, n: int, blocks: int, rho: float, seed: int, beta: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Algorithm 1 on the law 𝒬 (App. D): the training fields of active fine-tuning.
+
+    For each of the ``blocks`` independent blocks of n/blocks samples, draw ⌈(n/blocks)/ρ⌉
+    i.i.d. candidates (g, ζ) of eq. (47), compute the frozen student field z = β z̃ (e = 0: a
+    fresh sequence's pre-activation) and keep the n/blocks candidates with the smallest score
+    ‖σ(z) − σ(0)‖²_F, as Algorithm 1 labels the N' = ρ N̄' best of N̄' sequences. The blocks
+    stay independent and identically distributed, so their spread still gives standard errors.
+    Returns (g, ζ) of shape (n, L) (the selected rows, in their drawing order)."""
+    if not (0 < rho <= 1):
+        raise ValueError(f"rho must satisfy 0 < rho <= 1, got rho={rho!r}")
+    L = n_entries(T)
+    nb = n // blocks
+    n_cand = math.ceil(nb / rho)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, 9]))
+    sigma = activation_fn(activation)
+    s0 = sigma(np.zeros((1, T, T)))
+    gs, zs = [], []
+    for _ in range(blocks):
+        g = rng.standard_normal((n_cand, L))
+        ze = rng.standard_normal((n_cand, L))
+        _, zt, _ = channel_fields(pre.Q, pre.M, pre.Q0, Delta, PretrainSamples(g, ze), T)
+        score = ((sigma(beta * to_matrix(zt, T)) - s0) ** 2).sum(axis=(1, 2))
+        keep = np.sort(np.argpartition(score, nb - 1)[:nb]) if nb < n_cand else np.arange(nb)
+        gs.append(g[keep])
+        zs.append(ze[keep])
+    return np.concatenate(gs), np.concatenate(zs)
+
+
+def noise_variance(z_star: np.ndarray, z: np.ndarray) -> float:
+    r"""The measured effective noise of a set of fields (n, T, T): the mean over samples and
+    entries a ≤ b of (z − z*)²_ab/(1 + δ_ab), whose expectation is Δ_eff of eq. (25) under 𝒬
+    (eq. 28 under the active selection)."""
+    d2 = (z - z_star) ** 2
+    T = d2.shape[-1]
+    trace = np.trace(d2, axis1=-2, axis2=-1)
+    upper = (d2.sum(axis=(-1, -2)) - trace) / 2
+    return float(((upper + trace / 2) / (T * (T + 1) / 2)).mean())

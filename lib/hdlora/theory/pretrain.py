@@ -525,3 +525,68 @@ def _pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progr
             "replicon_paper_normalisation": rep.paper_value,
         },
     )
+
+
+def recalibrated(
+    params: Params,
+    pre: Observables,
+    beta: float,
+    n_mc: int = 30000,
+    seed: int = 0,
+    *,
+    method: str = "rqmc",
+) -> Observables:
+    r"""The pre-training record of the recalibrated map Ŵ → √β Ŵ (eq. 26, App. E).
+
+    The fields scale, z → β z, so Q → β²Q, M → βM and, with (z*, z̃) ~ 𝒬 and h = Prox(z*, z̃)
+    the training field (Result 2, at the fixed point's V),
+
+        ℰ(β) = E‖σ(β z̃) − σ(z*)‖²_F  (eq. 55),   ℒ(β) = E‖σ(β h) − σ(z*)‖²_F.
+
+    For σ(x) = x/T both are Gaussian moments: ℰ(β) = (T+1)/T · (A0 − 2βM + β²Q), minimal at
+    β* = M/Q, and ℒ(β) with h = k z* + (1 − k) z̃ (exact, ``method="exact"``). Otherwise fresh
+    samples of the seed (``method`` as in :func:`pretrain`); the standard errors are those of the
+    sample averages at the given (Q, M, V) (β and the fixed point held fixed). ``beta=1``
+    reproduces ``pre``'s errors within their standard errors. Returns ``pre`` with test_error,
+    train_error, Q, M (and their standard errors, scaled) replaced, ``beta`` and ``beta_star``
+    set, and ``info["test_error_unscaled"]``.
+    """
+    if isinstance(beta, bool) or not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got beta={beta!r}")
+    Q, M, V = pre.Q, pre.M, pre.V
+    beta_star = M / Q if Q > 0 else math.nan
+    T, A0 = params.T, pre.Q0 + params.Delta / 2
+    if method == "exact" or (params.activation == "linear" and Q == 0):
+        if params.activation != "linear":
+            raise ValueError('method="exact" needs activation="linear" (the proximal is linear)')
+        k = 4.0 * V / (4.0 * V + T * T) if V > 0 else 0.0
+        c = (T + 1) / T
+        E = c * (A0 - 2 * beta * M + beta * beta * Q)
+        a, b = beta * k - 1.0, beta * (1.0 - k)  # β h − z* = a z* + b z̃
+        L = c * (a * a * A0 + 2 * a * b * M + b * b * Q)
+        E_se = L_se = 0.0
+    else:
+        samples = PretrainSamples.draw(n_mc, T, seed, check_method(method))
+        test = (
+            PretrainSamples(samples.test_g, samples.test_zeta)
+            if samples.test_g is not None
+            else samples
+        )
+        zs, zt, _ = channel_fields(beta * beta * Q, beta * M, pre.Q0, params.Delta, test, T)
+        E, E_se = pretrain_errors(zs, zt, params, samples.blocks)
+        zs, zt, _ = channel_fields(Q, M, pre.Q0, params.Delta, samples, T)
+        h = pretrain_prox(zs, zt, V, T, params.activation).h if V > 0 else zt
+        L, L_se = pretrain_errors(zs, beta * h, params, samples.blocks)
+    return pre.replace(
+        test_error=E,
+        test_error_se=E_se,
+        train_error=L,
+        train_error_se=L_se,
+        Q=beta * beta * Q,
+        Q_se=beta * beta * pre.Q_se,
+        M=beta * M,
+        M_se=beta * pre.M_se,
+        beta=float(beta),
+        beta_star=beta_star,
+        info={**pre.info, "test_error_unscaled": pre.test_error},
+    )

@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from hdlora.harness.progress import progress_enabled
 from hdlora.observables import Observables
-from hdlora.params import Params
-from hdlora.theory.finetune import EffectivePretraining, finetune
-from hdlora.theory.pretrain import pretrain
+from hdlora.params import EffectivePretraining, Params
+from hdlora.theory.finetune import finetune
+from hdlora.theory.pretrain import pretrain, recalibrated
 from hdlora.theory.two_stage import merge_stages
 
 
@@ -38,7 +38,9 @@ def sweep(
     lam: Sequence[float] | None = None,
     lam_ft: Sequence[float] | None = None,
     alpha_ft: Sequence[float] | None = None,
-    pretraining: EffectivePretraining | None = None,
+    pretraining: EffectivePretraining | Sequence[EffectivePretraining] | None = None,
+    beta: float | None = 1.0,
+    rho: float | None = None,
     n_mc: int = 30000,
     seed: int = 0,
     method: str = "rqmc",
@@ -52,10 +54,17 @@ def sweep(
     ----------
     params : the other parameters of every point.
     lam, lam_ft, alpha_ft : grid values of λ, λ', α'.
-    pretraining : an :class:`EffectivePretraining` (Figures 2, 4): then ``lam`` must be None and
-        no pre-training is solved (the row's pre-training fields are the given Q0, Q, M, V).
+    pretraining : an :class:`EffectivePretraining` or a sequence of them (Figures 2, 4, 5: a
+        grid in Δ_eff): then ``lam`` must be None and no pre-training is solved (the row's
+        pre-training fields are the given Q0, Q, M, V); the sequence is the outer loop.
+    beta : recalibration Ŵ → √β Ŵ of every frozen map (eq. 26); ``None`` is β* = M/Q of each
+        pre-training. The rows' pre-training errors are then ℰ(β), ℒ(β)
+        (:func:`~hdlora.theory.pretrain.recalibrated`).
+    rho : active fine-tuning (Algorithm 1) with labelling ratio ρ, see
+        :func:`~hdlora.theory.finetune`; ``None`` is the uniform selection.
     n_mc, seed, method, tol : as in :func:`~hdlora.theory.state_evolution` (the same samples
-        for every point: common random numbers).
+        for every point: common random numbers; "exact" is the closed-form linear pre-training,
+        with "rqmc" fine-tuning).
     select : fixed-point selection of :func:`~hdlora.theory.finetune` (False halves the cost of
         the fine-tuning when the informed point is known to be the relevant one).
     progress : one bar over the points (the solvers' own bars are off).
@@ -70,21 +79,34 @@ def sweep(
     alpha_fts = [params.alpha_ft] if alpha_ft is None else list(alpha_ft)
     if pretraining is not None and lam is not None:
         raise ValueError("give either a grid of lam (pre-training solved) or `pretraining`")
-    n_points = len(lams) * len(lam_fts) * len(alpha_fts)
+    if pretraining is None:
+        outer = [(lam_value, None) for lam_value in lams]
+    else:
+        effs = [pretraining] if isinstance(pretraining, EffectivePretraining) else pretraining
+        outer = [(params.lam, eff) for eff in effs]
+    n_points = len(outer) * len(lam_fts) * len(alpha_fts)
     bar = tqdm(total=n_points, desc="sweep", disable=not progress_enabled(progress))
     rows: list[dict] = []
     x_pre = None
     x_ft: dict = {}  # (α', λ') -> last (m, q, v): continuation along λ
     try:
-        for lam_value in lams:
+        for lam_value, eff in outer:
             t0 = time.perf_counter()
             p_pre = params.replace(lam=lam_value)
-            if pretraining is None:
+            if eff is None:
                 pre = pretrain(p_pre, n_mc, seed, tol=tol, x0=x_pre, method=method, progress=False)
                 if pre.Q > 0 and pre.V > 0:
                     x_pre = (pre.Q, pre.M, pre.V)
             else:
-                pre = pretraining
+                pre = eff
+            b = beta
+            if b is None:
+                if not pre.Q > 0:
+                    raise ValueError(f"beta=None needs Q > 0 (β* = M/Q), got Q={pre.Q} at {p_pre}")
+                b = pre.M / pre.Q
+            pre_row = pre
+            if isinstance(pre, Observables) and b != 1.0:
+                pre_row = recalibrated(p_pre, pre, b, n_mc, seed, method=method)
             t_pre = time.perf_counter() - t0
             x_prev = None  # continuation along λ' within this λ
             for a_ft in alpha_fts:
@@ -100,13 +122,15 @@ def sweep(
                         seed,
                         tol=tol,
                         x0=x0,
-                        method=method,
+                        method="rqmc" if method == "exact" else method,
                         select=select,
                         progress=False,
+                        beta=b,
+                        rho=rho,
                     )
                     if math.isfinite(p.lam_ft) and ft.m > 0 and ft.converged:
                         x_prev = x_ft[(a_ft, lft)] = (ft.m, ft.q, ft.v)
-                    rec = (merge_stages(pre, ft) if isinstance(pre, Observables) else ft).replace(
+                    rec = (merge_stages(pre_row, ft) if pre_row is not eff else ft).replace(
                         wall_time=t_pre + time.perf_counter() - t1
                     )
                     rows.append(rec.to_dict())

@@ -8,7 +8,7 @@ import time
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.theory.finetune import finetune
-from hdlora.theory.pretrain import pretrain
+from hdlora.theory.pretrain import pretrain, recalibrated
 
 #: the fields of the record that the pre-training stage computes
 PRETRAIN_FIELDS = (
@@ -34,6 +34,8 @@ def state_evolution(
     progress: bool | None = None,
     tol: float = 1e-6,
     method: str = "rqmc",
+    beta: float | None = 1.0,
+    rho: float | None = None,
 ) -> Observables:
     """Pre-training then fine-tuning: one :class:`Observables` record (source = "theory").
 
@@ -41,11 +43,28 @@ def state_evolution(
     solves the pre-training in closed form and the fine-tuning with "rqmc" (its proximal, eq. 64,
     is quartic in χ even for linear σ). ``n_iter`` is the sum of both stages' iterations (each
     one in ``info``); ``converged`` holds when both stages converged; ``message`` joins both
-    stages' messages."""
+    stages' messages.
+
+    ``beta``: recalibration of the frozen map, Ŵ → √β Ŵ, before the fine-tuning (eq. 26,
+    App. E); ``None`` means β* = M/Q of this pre-training. The record's test_error and
+    train_error are then the recalibrated map's ℰ(β), ℒ(β) (:func:`~hdlora.theory.pretrain.
+    recalibrated`; the unscaled ℰ in ``info["pre_test_error_unscaled"]``), its Q, M are β²Q,
+    βM, and ``beta``, ``beta_star`` are set. ``rho``: active fine-tuning (Algorithm 1), see
+    :func:`~hdlora.theory.finetune`."""
     t0 = time.perf_counter()
     pre = pretrain(params, n_mc, seed, tol=tol, progress=progress, method=method)
+    if beta is None:
+        if not pre.Q > 0:
+            raise ValueError(
+                f"beta=None needs Q > 0 (β* = M/Q), but the pre-training has Q={pre.Q}"
+            )
+        beta = pre.M / pre.Q
     ft_method = "rqmc" if method == "exact" else method
-    ft = finetune(params, pre, n_mc, seed, tol=tol, progress=progress, method=ft_method)
+    ft = finetune(
+        params, pre, n_mc, seed, tol=tol, progress=progress, method=ft_method, beta=beta, rho=rho
+    )
+    if beta != 1.0:
+        pre = recalibrated(params, pre, beta, n_mc, seed, method=method)
     return merge_stages(pre, ft).replace(wall_time=time.perf_counter() - t0)
 
 
