@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import direct
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 import torch
 
 from hdlora import Params
-from hdlora.diagnostics import ConvergenceWarning
-from hdlora.simulation import Experiment, simulate
+from hdlora.diagnostics import ConvergenceWarning, StartsDisagreeWarning
+from hdlora.params import EffectivePretraining
+from hdlora.simulation import Experiment, recalibration_scan, simulate
 
 SMALL = Params(T=3, alpha=0.2, alpha_ft=3.0, lam=0.1, lam_ft=0.5)
 
@@ -18,6 +20,7 @@ def _row(obs):
     return row
 
 
+@pytest.mark.filterwarnings("ignore::hdlora.diagnostics.StartsDisagreeWarning")
 def test_same_seed_same_numbers_other_seed_other_numbers():
     a = _row(simulate(SMALL, 20, seed=7, progress=False))
     b = _row(simulate(SMALL, 20, seed=7, progress=False))
@@ -156,3 +159,145 @@ def test_bad_arguments_are_named():
         Experiment(SMALL, 10, seed=-1)
     with pytest.raises(ValueError, match="n_init"):
         Experiment(SMALL, 10).pretrain(n_init=0)
+
+
+# ---------------------------------------------------------------- starts, β, active selection
+def test_every_start_is_recorded_with_the_teacher_starts():
+    """n_init = (1, 2) plus the teacher starts: the record lists each start of each stage
+    (kind, objective, overlap), and the kept one has the lowest objective."""
+    p = Params(T=2, kappa0=0.5, alpha=0.2, alpha_ft=2.0, lam=0.1, lam_ft=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StartsDisagreeWarning)
+        obs = simulate(p, 24, seed=1, n_init=(1, 2), teacher_start=True, progress=False)
+    info = obs.info
+    assert info["pre_n_starts"] == 2 and info["ft_n_starts"] == 3
+    assert [info["pre_start0_kind"], info["pre_start1_kind"]] == ["random", "teacher"]
+    assert [info[f"ft_start{k}_kind"] for k in range(3)] == ["spectral", "random", "teacher"]
+    for prefix, stage, n in (("pre", "pretrain", 2), ("ft", "finetune", 3)):
+        objectives = [info[f"{prefix}_start{k}_objective"] for k in range(n)]
+        assert info[f"{stage}_objective"] == min(objectives)
+        assert info[f"{prefix}_best_start"] == int(np.argmin(objectives))
+    best = info["ft_best_start"]
+    assert info[f"ft_start{best}_overlap"] == pytest.approx(obs.overlap, rel=1e-9)
+    # the pre-training overlap is M/√(Q Q0) of the kept Ŵ
+    best = info["pre_best_start"]
+    assert info[f"pre_start{best}_overlap"] == pytest.approx(
+        obs.M / math.sqrt(obs.Q * obs.Q0), rel=1e-9
+    )
+
+
+def test_teacher_pretrain_start_is_the_scaled_teacher():
+    """W = c (P/P0)^{1/4} [W*, 0] gives Ŝ = c² S* (P > P0 here), with c the best of its scan."""
+    p = SMALL.replace(kappa0=0.5, kappa=1.5)
+    exp = Experiment(p, 12, seed=0, device="cpu")
+    W = exp.teacher_pretrain_start()
+    S_hat, S_star = direct.gram_S(W.numpy()), direct.gram_S(exp.teacher.W_star.numpy())
+    c2 = np.trace(S_hat) / np.trace(S_star)
+    np.testing.assert_allclose(S_hat, c2 * S_star, rtol=1e-10, atol=1e-12)
+    from hdlora.model.losses import pretrain_objective
+
+    c = math.sqrt(c2)
+    assert c / 0.2 == pytest.approx(round(c / 0.2), abs=1e-9)  # c is one of the scanned values
+    f = [float(pretrain_objective(W * (x / c), exp.train, p)) for x in (c - 0.2, c, c + 0.2)]
+    assert f[1] <= min(f[0], f[2])
+
+
+def test_default_starts_and_n_init():
+    exp = Experiment(SMALL, 16, seed=2, device="cpu")
+    W = exp.pretrain(progress=False)
+    assert [s["kind"] for s in W.starts] == ["random", "random"]  # DEFAULT_N_INIT["pretrain"]
+    w = exp.finetune(W.x, progress=False)
+    assert [s["kind"] for s in w.starts] == ["spectral", "random", "random", "random"]
+    warm = exp.finetune(W.x, w0=w.x, progress=False)  # a warm start alone
+    assert [s["kind"] for s in warm.starts] == ["warm"] and warm.n_iter <= 2
+    two = exp.finetune(W.x, w0=w.x, n_init=2, spectral_start=False, progress=False)
+    assert [s["kind"] for s in two.starts] == ["warm", "random"]
+    for bad in (0, -1, 2.5, True, (1, 0), (1, 2, 3)):
+        with pytest.raises(ValueError, match="n_init"):
+            simulate(SMALL, 10, n_init=bad)
+
+
+def test_recalibration_scales_the_frozen_map():
+    """Ŵ → √β Ŵ (eq. 26): Q → β²Q, M → βM on the same Ŵ; beta=None uses β* = M/Q of this run;
+    the fine-tuning runs on the rescaled map (same numbers as the pipeline done by hand)."""
+    kw = dict(n_init=1, progress=False)
+    base = simulate(SMALL, 20, seed=3, finetune=False, **kw)
+    assert base.beta == 1.0 and base.beta_star == pytest.approx(base.M / base.Q, rel=1e-12)
+    b = 0.6
+    scaled = simulate(SMALL, 20, seed=3, beta=b, finetune=False, **kw)
+    assert scaled.Q == pytest.approx(b * b * base.Q, rel=1e-12)
+    assert scaled.M == pytest.approx(b * base.M, rel=1e-12)
+    assert (scaled.info["Q_unscaled"], scaled.info["M_unscaled"]) == (base.Q, base.M)
+    assert scaled.beta == b and scaled.beta_star == base.beta_star and scaled.Q0 == base.Q0
+    eff = EffectivePretraining(Q0=base.Q0, Q=base.Q, M=base.M)
+    assert scaled.Delta_eff == pytest.approx(eff.recalibrated(b).delta_eff(SMALL.Delta), rel=1e-12)
+    star = simulate(SMALL, 20, seed=3, beta=None, finetune=False, **kw)
+    assert star.beta == star.beta_star == pytest.approx(base.M / base.Q, rel=1e-12)
+    assert star.Delta_eff < base.Delta_eff and star.Delta_eff < scaled.Delta_eff
+    # the fine-tuning sees √β Ŵ
+    full = simulate(SMALL, 20, seed=3, beta=b, n_init=(1, 2), progress=False)
+    exp = Experiment(SMALL, 20, seed=3)
+    W = math.sqrt(b) * exp.pretrain(n_init=1, progress=False).x
+    fit = exp.finetune(W, n_init=2, progress=False)
+    by_hand = exp.observables(W, fit.x, {"finetune": fit})
+    assert full.ft_test_error == by_hand.ft_test_error and full.overlap == by_hand.overlap
+    for bad in (0, -1.0, math.inf, math.nan, True, "1"):
+        with pytest.raises(ValueError, match="beta"):
+            simulate(SMALL, 10, beta=bad)
+
+
+def test_pretraining_error_is_smallest_near_beta_star_for_linear_sigma():
+    """Linear σ: ℰ(β) = E‖√β-scaled z − z*‖²/T² is a parabola in β with its minimum at the
+    test-set estimate of M/Q (App. C, eq. 102): the scan 0.7, 1, 1.3 × β* (Fig. 6, left) has
+    its lowest error at β*."""
+    p = SMALL.replace(activation="linear", lam=0.01)
+    kw = dict(finetune=False, n_init=1, progress=False)
+    beta_star = simulate(p, 20, seed=4, **kw).beta_star
+    errors = [
+        simulate(p, 20, seed=4, beta=factor * beta_star, **kw).test_error
+        for factor in (0.7, 1.0, 1.3)
+    ]
+    assert errors[1] < errors[0] and errors[1] < errors[2], errors
+
+
+def test_active_selection_in_the_two_stage_pipeline():
+    """rho: the N' kept sequences are the candidates with the smallest frozen ‖σ(z) − σ(0)‖²
+    (Algorithm 1): their mean score is far below that of the uniform set, the record says
+    "active" and ρ, and for linear σ their measured effective noise is below the pool's."""
+    p = SMALL.replace(activation="linear", alpha_ft=10.0)
+    kw = dict(n_init=1, progress=False)
+    uniform_exp = Experiment(p, 20, seed=5, device="cpu")
+    W = uniform_exp.pretrain(n_init=1, progress=False).x
+    active_exp = Experiment(p, 20, seed=5, device="cpu")
+    active_exp.select_active(W, 0.25)
+
+    def score(data):
+        from hdlora.model.losses import pretrain_preactivation
+
+        return (pretrain_preactivation(data.X, W) / p.T).square().sum(dim=(-1, -2)).mean()
+
+    assert active_exp.ft.n == uniform_exp.ft.n == 200
+    assert float(score(active_exp.ft)) < 0.5 * float(score(uniform_exp.ft))
+    obs = simulate(p, 20, seed=5, rho=0.25, **kw)
+    assert obs.selection == "active" and obs.rho == 0.25 and obs.info["n_candidates"] == 800
+    assert obs.info["train_Delta_eff_hat"] < obs.info["pool_Delta_eff_hat"]
+    with pytest.raises(ValueError, match="rho"):
+        simulate(p.replace(reuse=True, alpha=1.0), 20, rho=0.5)
+    with pytest.raises(ValueError, match="rho"):
+        simulate(p, 20, rho=2.0)
+
+
+def test_recalibration_scan_is_simulate_at_each_beta_and_lam_ft():
+    """One pre-training for all (β, λ'): each record is the record of simulate(beta=β) with that
+    λ' (same seed, same starts), β outermost."""
+    kw = dict(n_init=(1, 2), progress=False)
+    betas, lam_fts = [1.0, 0.5, None], [0.5, 1.0]
+    records = recalibration_scan(SMALL, 16, seed=6, betas=betas, lam_fts=lam_fts, **kw)
+    assert [r.params.lam_ft for r in records] == lam_fts * len(betas)
+    assert [r.beta for r in records[:4]] == [1.0, 1.0, 0.5, 0.5]
+    for i, (beta, lam_ft) in ((1, (1.0, 1.0)), (2, (0.5, 0.5)), (4, (None, 0.5))):
+        alone = simulate(SMALL.replace(lam_ft=lam_ft), 16, seed=6, beta=beta, **kw)
+        assert _row(records[i]) == _row(alone)
+    assert records[4].beta == records[4].beta_star
+    with pytest.raises(ValueError, match="beta"):
+        recalibration_scan(SMALL, 16, betas=[0.0])

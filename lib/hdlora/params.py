@@ -154,6 +154,18 @@ class EffectivePretraining:
     M: float
     V: float = 0.0
 
+    @classmethod
+    def on_diagonal(cls, Delta_eff: float, Delta: float, M: float = 1.0) -> EffectivePretraining:
+        """The family of Figures 2, 4, 5: M fixed and Q0 = Q, at the given Δ_eff of eq. (25):
+        Q0 = Q = (Δ_eff − Δ/2 + 2M)/2, which needs Δ_eff ≥ Δ/2 (Q ≥ M, Cauchy–Schwarz)."""
+        if not (math.isfinite(Delta_eff) and Delta_eff >= Delta / 2):
+            raise ValueError(
+                f"Delta_eff must satisfy Delta/2 <= Delta_eff < inf (M² <= Q Q0 with Q0 = Q), "
+                f"got Delta_eff={Delta_eff!r} with Delta={Delta!r}"
+            )
+        Q = (Delta_eff - Delta / 2 + 2 * M) / 2
+        return cls(Q0=Q, Q=Q, M=M)
+
     def delta_eff(self, Delta: float) -> float:
         """Δ_eff = Δ/2 + Q0 − 2M + Q, eq. (25)."""
         return Delta / 2 + self.Q0 - 2 * self.M + self.Q

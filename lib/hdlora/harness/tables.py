@@ -172,7 +172,9 @@ def run_table(
 ) -> pd.DataFrame:
     """``solver(point, seed=s, progress=False, **grid_values, **kwargs)`` for every point, every
     seed and every combination of the ``grid`` values (e.g. ``grid={"D": [100, 200]}``); one row
-    each. The bar counts evaluations."""
+    per record (a solver may return a list of records, as
+    :func:`hdlora.simulation.recalibration_scan` does: one per (β, λ') of one run). The bar counts
+    evaluations."""
     points = list(points)
     grid = dict(grid or {})
     combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
@@ -180,5 +182,6 @@ def run_table(
     rows = []
     name = desc or getattr(solver, "__name__", "solver")
     for p, combo, s in tqdm(jobs, desc=name, disable=not progress_enabled(progress)):
-        rows.append(solver(p, seed=s, progress=False, **combo, **kwargs).to_dict())
+        out = solver(p, seed=s, progress=False, **combo, **kwargs)
+        rows.extend(rec.to_dict() for rec in (out if isinstance(out, list) else [out]))
     return pd.DataFrame(rows)

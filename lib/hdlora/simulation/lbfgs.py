@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,7 +26,10 @@ class FitResult:
 
     ``x`` the minimiser (detached), ``objective`` f(x), ``grad_max`` max |∇f(x)|, ``n_iter``
     L-BFGS iterations, ``n_evals`` evaluations of f and ∇f, ``converged`` grad_max ≤ gtol,
-    ``message`` why it stopped, ``wall_time`` seconds.
+    ``message`` why it stopped, ``wall_time`` seconds. A best-of-several-starts fit
+    (:func:`hdlora.simulation.experiment.best_of_starts`) also lists every start in ``starts``
+    (dicts of flat scalars: kind, objective, overlap, converged, n_iter, grad_max) and the index
+    ``best_start`` of the one kept; ``n_evals`` and ``wall_time`` are then summed over the starts.
     """
 
     x: torch.Tensor
@@ -37,6 +40,8 @@ class FitResult:
     converged: bool
     message: str
     wall_time: float
+    starts: list[dict] = field(default_factory=list)
+    best_start: int = 0
 
 
 def minimize(
@@ -115,13 +120,7 @@ def minimize(
     # the closure's last call may be a line-search trial point: evaluate at the returned x
     f_final = closure()
     converged = last["g"] <= gtol
-    if not converged and warn_failure:
-        warn(
-            ConvergenceWarning,
-            f"{desc} did not converge: {message} (max|grad| = {last['g']:.2e} > gtol = "
-            f"{gtol:.1e} after {n_iter} iterations)",
-        )
-    return FitResult(
+    result = FitResult(
         x=x.detach(),
         objective=float(f_final.detach()),
         grad_max=last["g"],
@@ -130,4 +129,17 @@ def minimize(
         converged=converged,
         message=message,
         wall_time=time.perf_counter() - t0,
+    )
+    if not converged and warn_failure:
+        warn_not_converged(result, desc, gtol)
+    return result
+
+
+def warn_not_converged(fit: FitResult, desc: str, gtol: float) -> None:
+    """The :class:`ConvergenceWarning` of a fit that stopped above ``gtol``."""
+    warn(
+        ConvergenceWarning,
+        f"{desc} did not converge: {fit.message} (max|grad| = {fit.grad_max:.2e} > gtol = "
+        f"{gtol:.1e} after {fit.n_iter} iterations)",
+        stacklevel=4,
     )

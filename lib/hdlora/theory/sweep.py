@@ -40,6 +40,7 @@ def sweep(
     alpha_ft: Sequence[float] | None = None,
     pretraining: EffectivePretraining | Sequence[EffectivePretraining] | None = None,
     beta: float | None = 1.0,
+    beta_scale: float | Sequence[float] = 1.0,
     rho: float | None = None,
     n_mc: int = 30000,
     seed: int = 0,
@@ -60,6 +61,9 @@ def sweep(
     beta : recalibration Ŵ → √β Ŵ of every frozen map (eq. 26); ``None`` is β* = M/Q of each
         pre-training. The rows' pre-training errors are then ℰ(β), ℒ(β)
         (:func:`~hdlora.theory.pretrain.recalibrated`).
+    beta_scale : multiplies β (Figure 6: ``beta=None, beta_scale=0.8`` is β = 0.8 β*); a
+        sequence of scales is a grid (inside λ: each pre-training is solved once), recorded in
+        the column ``beta_scale``.
     rho : active fine-tuning (Algorithm 1) with labelling ratio ρ, see
         :func:`~hdlora.theory.finetune`; ``None`` is the uniform selection.
     n_mc, seed, method, tol : as in :func:`~hdlora.theory.state_evolution` (the same samples
@@ -69,14 +73,18 @@ def sweep(
         the fine-tuning when the informed point is known to be the relevant one).
     progress : one bar over the points (the solvers' own bars are off).
 
-    Returns a :class:`pandas.DataFrame` with one row per point, in grid order (λ outer, then α',
-    then λ'), plus the column ``wall_time`` of each point's solves.
+    Returns a :class:`pandas.DataFrame` with one row per point, in grid order (λ outer, then the
+    β scale, α', λ'), plus the column ``wall_time`` of each point's solves.
     """
     import pandas as pd
 
     lams = [params.lam] if lam is None else list(lam)
     lam_fts = [params.lam_ft] if lam_ft is None else list(lam_ft)
     alpha_fts = [params.alpha_ft] if alpha_ft is None else list(alpha_ft)
+    scales = [beta_scale] if isinstance(beta_scale, int | float) else list(beta_scale)
+    for scale in scales:
+        if isinstance(scale, bool) or not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"beta_scale must be finite numbers > 0, got beta_scale={scale!r}")
     if pretraining is not None and lam is not None:
         raise ValueError("give either a grid of lam (pre-training solved) or `pretraining`")
     if pretraining is None:
@@ -84,7 +92,7 @@ def sweep(
     else:
         effs = [pretraining] if isinstance(pretraining, EffectivePretraining) else pretraining
         outer = [(params.lam, eff) for eff in effs]
-    n_points = len(outer) * len(lam_fts) * len(alpha_fts)
+    n_points = len(outer) * len(scales) * len(lam_fts) * len(alpha_fts)
     bar = tqdm(total=n_points, desc="sweep", disable=not progress_enabled(progress))
     rows: list[dict] = []
     x_pre = None
@@ -99,43 +107,44 @@ def sweep(
                     x_pre = (pre.Q, pre.M, pre.V)
             else:
                 pre = eff
-            b = beta
-            if b is None:
+            b0 = beta
+            if b0 is None:
                 if not pre.Q > 0:
                     raise ValueError(f"beta=None needs Q > 0 (β* = M/Q), got Q={pre.Q} at {p_pre}")
-                b = pre.M / pre.Q
-            pre_row = pre
-            if isinstance(pre, Observables) and b != 1.0:
-                pre_row = recalibrated(p_pre, pre, b, n_mc, seed, method=method)
+                b0 = pre.M / pre.Q
             t_pre = time.perf_counter() - t0
-            x_prev = None  # continuation along λ' within this λ
-            for a_ft in alpha_fts:
-                for lft in lam_fts:
-                    t1 = time.perf_counter()
-                    p = p_pre.replace(alpha_ft=a_ft, lam_ft=lft)
-                    # the same (α', λ') at the previous λ is the closest neighbour
-                    x0 = x_ft.get((a_ft, lft)) or x_prev
-                    ft = finetune(
-                        p,
-                        pre,
-                        n_mc,
-                        seed,
-                        tol=tol,
-                        x0=x0,
-                        method="rqmc" if method == "exact" else method,
-                        select=select,
-                        progress=False,
-                        beta=b,
-                        rho=rho,
-                    )
-                    if math.isfinite(p.lam_ft) and ft.m > 0 and ft.converged:
-                        x_prev = x_ft[(a_ft, lft)] = (ft.m, ft.q, ft.v)
-                    rec = (merge_stages(pre_row, ft) if pre_row is not eff else ft).replace(
-                        wall_time=t_pre + time.perf_counter() - t1
-                    )
-                    rows.append(rec.to_dict())
-                    t_pre = 0.0
-                    bar.update(1)
+            for scale in scales:
+                b = b0 * scale
+                pre_row = pre
+                if isinstance(pre, Observables) and b != 1.0:
+                    pre_row = recalibrated(p_pre, pre, b, n_mc, seed, method=method)
+                x_prev = None  # continuation along λ' within this λ
+                for a_ft in alpha_fts:
+                    for lft in lam_fts:
+                        t1 = time.perf_counter()
+                        p = p_pre.replace(alpha_ft=a_ft, lam_ft=lft)
+                        # the same (α', λ', β scale) at the previous λ is the closest neighbour
+                        x0 = x_ft.get((scale, a_ft, lft)) or x_prev
+                        ft = finetune(
+                            p,
+                            pre,
+                            n_mc,
+                            seed,
+                            tol=tol,
+                            x0=x0,
+                            method="rqmc" if method == "exact" else method,
+                            select=select,
+                            progress=False,
+                            beta=b,
+                            rho=rho,
+                        )
+                        if math.isfinite(p.lam_ft) and ft.m > 0 and ft.converged:
+                            x_prev = x_ft[(scale, a_ft, lft)] = (ft.m, ft.q, ft.v)
+                        rec = merge_stages(pre_row, ft) if pre_row is not eff else ft
+                        rec = rec.replace(wall_time=t_pre + time.perf_counter() - t1)
+                        rows.append(rec.to_dict() | {"beta_scale": scale})
+                        t_pre = 0.0
+                        bar.update(1)
     finally:
         bar.close()
     return pd.DataFrame(rows)
