@@ -48,8 +48,9 @@ def agreement_threshold(n_comparisons: int, dof: float, family_error: float = 0.
     return float(stats.t.ppf(1 - family_error / (2 * n_comparisons), dof))
 
 
-def _fit_intercept(x, y, se):
-    """Weighted least squares y = a + b x; returns (a, se(a)). One point: (y, se)."""
+def fit_intercept(x, y, se):
+    """Weighted least squares y = a + b x (weights 1/se²); returns (a, se(a)). One point:
+    (y, se). With x = 1/D this is the D → ∞ extrapolation of :func:`agreement_table`."""
     if len(x) == 1:
         return float(y[0]), float(se[0])
     if np.any(se <= 0) or not np.all(np.isfinite(se)):
@@ -107,9 +108,9 @@ def agreement_table(
                 row[f"sim_se_D{D}"] = s["se"]
             x = 1.0 / st.index.to_numpy(float)
             y = st["mean"].to_numpy()
-            row["sim_inf"], row["sim_inf_se"] = _fit_intercept(x, y, st["se"].to_numpy())
+            row["sim_inf"], row["sim_inf_se"] = fit_intercept(x, y, st["se"].to_numpy())
             se_pooled = np.sqrt(cv2) * np.abs(y) / np.sqrt(st["count"].to_numpy())
-            _, row["sim_inf_se_pooled"] = _fit_intercept(x, y, se_pooled)
+            _, row["sim_inf_se_pooled"] = fit_intercept(x, y, se_pooled)
             row["dof"] = int(st["count"].sum()) - min(len(st), 2)
             row["dof_pooled"] = dof_pooled
             try:
@@ -153,6 +154,11 @@ class AgreementCheck:
     n_nonfinite: int
 
     def summary(self) -> str:
+        if self.by_observable.empty:
+            return (
+                f"FAILED: no comparison with a finite standard error ({self.n_compared} "
+                f"comparisons, {self.n_nonfinite} non-finite: a point needs at least two seeds)"
+            )
         worst = self.by_observable["statistic"].abs().max()
         return (
             f"{'PASSED' if self.passed else 'FAILED'}: {self.n_compared} comparisons "

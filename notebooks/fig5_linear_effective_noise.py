@@ -1,0 +1,224 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (hdlora)
+#     language: python
+#     name: hdlora
+# ---
+
+# %% [markdown]
+# # Figure 5: the linear activation, where only $\Delta_{\rm eff}$ matters (App. E)
+#
+# For $\sigma(x)=x/T$ the LoRA training loss is, in terms of the pre-activations (eq. 24),
+# $$\mathcal L'=T^{-2}\,\mathbb E\,\|h+\chi\chi^\top-\chi^*\chi^{*\top}-(q-q_0)I_T\|_F^2,\qquad
+# h=z-z^*,\quad h_{ab}\sim\mathcal N\big(0,(1+\delta_{ab})\Delta_{\rm eff}\big),$$
+# so the frozen pre-training enters the fine-tuning only through the effective noise
+# $$\Delta_{\rm eff}=\frac\Delta2+Q_0-2M+Q. \tag{25}$$
+# The figure draws the fine-tuning test error $\mathcal E'$ (eq. 5) against $\Delta_{\rm eff}$,
+# varied as in Figure 2 by fixing $M=1$ and $Q_0=Q$ (`EffectivePretraining.on_diagonal`), for
+# several $\alpha'$. Lines: the fine-tuning state evolution (Result 5, eqs. 67–72, with
+# `hdlora.theory.finetune` on an `EffectivePretraining`); dots: simulations of the fine-tuning
+# alone with the frozen field drawn from the law $\mathcal Q$ of Result 1
+# (`hdlora.simulation.simulate_finetune`, exact for fresh sequences). Each simulation keeps the
+# lowest objective of the simulator's default starts and of a start at the teacher $w=w^*$
+# (`teacher_start=True`: a validation device; the LoRA objective is not convex, notebook 06 maps
+# where random starts fail).
+#
+# **The reference of the excess error.** The caption subtracts "the value at $\Delta_{\rm eff}=0$",
+# the text "the value at $\alpha'\to\infty$". We draw the second: with infinitely many samples the
+# LoRA recovers $w^*$, and what remains is the frozen part's error,
+# $$\mathcal E'_{\alpha'\to\infty}=\mathbb E\,\|\sigma(z+\chi^*\chi^{*\top}-I)-\sigma(z^*+\chi^*\chi^{*\top}-I)\|_F^2
+# =\frac{T^2+T}{T^2}\,\Delta_{\rm eff},$$
+# the $\Delta_{\rm eff}$ term of eq. (80) with the coefficient corrected from $T^2+T-2$ to $T^2+T$
+# (erratum of notebook 03). The excess $\mathcal E'-\frac{T+1}{T}\Delta_{\rm eff}$ is then the
+# price of the finite number $N'=\alpha'D$ of fine-tuning samples, which is what the figure is
+# about; the value at $\Delta_{\rm eff}=0$ would mix that price with the frozen error itself.
+#
+# Caption parameters: $T=3$, $\sigma(x)=x/T$; simulations at $D=5\times10^3$ over five runs in the
+# paper profile. The caption gives neither $\lambda'$, $\Delta$ nor the $\alpha'$: we take
+# $\lambda'=0.5$ (as Figure 2), $\Delta=0$, and $\alpha'\in\{1,3,10\}$; a second $\Delta$
+# (`Delta_check`) checks that only $\Delta_{\rm eff}$ matters.
+#
+# Parameters (papermill): `T`, `activation`, `Delta`, `Delta_check`, `lam_ft`, `M`, the curves
+# `alpha_fts`, the $\Delta_{\rm eff}$ axis `delta_eff_range` with `n_delta` points, the large
+# `alpha_ft_limit` that checks the $\alpha'\to\infty$ limit; sizes `n_mc`, `D`, `sim_seeds`,
+# `sim_delta_effs` (None: the profile's); `profile`, `out_dir`, `seed`, `progress`, `recompute`.
+
+# %% tags=["parameters"]
+profile = "quick"
+out_dir = None
+seed = 0
+progress = None
+recompute = False
+T = 3
+activation = "linear"
+Delta = 0.0
+Delta_check = 2.0
+lam_ft = 0.5
+M = 1.0
+alpha_fts = [1.0, 3.0, 10.0]
+alpha_ft_limit = 1000.0
+delta_eff_range = [0.0, 4.0]
+n_delta = None
+n_mc = None
+D = None
+sim_seeds = None
+sim_delta_effs = None
+
+# %%
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import display
+
+from hdlora import EffectivePretraining, Params
+from hdlora.harness.plots import draw_curve, seed_means
+from hdlora.harness.run import Run
+from hdlora.simulation import simulate_finetune
+from hdlora.theory import sweep
+
+run = Run("fig5_linear_effective_noise", out_dir, profile, recompute)
+n_delta = run.choose(n_delta, smoke=3, quick=9, paper=17)
+n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+D = run.choose(D, smoke=40, quick=400, paper=5000)
+sim_seeds = run.choose(sim_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=list(range(5)))
+sim_delta_effs = run.choose(sim_delta_effs, smoke=[1.0], quick=[0.5, 2.0, 3.5],
+                            paper=[0.0, 1.0, 2.0, 3.0, 4.0])
+base = Params(T=T, Delta=Delta, lam_ft=lam_ft, activation=activation)
+base_check = base.replace(Delta=Delta_check)
+grid = [float(x) for x in np.linspace(delta_eff_range[0], delta_eff_range[1], n_delta)]
+effs = [EffectivePretraining.on_diagonal(x, Delta, M) for x in grid]
+check_grid = [x for x in grid if x >= Delta_check / 2]
+check_effs = [EffectivePretraining.on_diagonal(x, Delta_check, M) for x in check_grid]
+sim_effs = [EffectivePretraining.on_diagonal(float(x), Delta, M) for x in sim_delta_effs]
+alpha_ft_values = [float(a) for a in alpha_fts]
+
+# %% [markdown]
+# ## Theory and simulations
+#
+# `sweep` over the grid of effective pre-trainings and $\alpha'$ (common random numbers: every
+# point uses the samples of one seed, so the curves are smooth), once at $\Delta$ and once at
+# `Delta_check` (same $\Delta_{\rm eff}$, other $Q_0=Q$), and once at $\alpha'=$`alpha_ft_limit`.
+
+# %%
+def theory_table(name, params, pretrainings, alphas):
+    return run.table(name,
+                     lambda: sweep(params, pretraining=pretrainings, alpha_ft=alphas, n_mc=n_mc,
+                                   seed=seed, progress=progress),
+                     solver=sweep, base=params, pretraining=pretrainings, alpha_ft=alphas,
+                     n_mc=n_mc, seed=seed)
+
+
+theory = theory_table("fig5_theory", base, effs, alpha_ft_values).assign(panel="main")
+theory_check = theory_table("fig5_theory_check", base_check, check_effs, alpha_ft_values).assign(
+    panel="Delta_check")
+theory_limit = theory_table("fig5_theory_limit", base, effs, [float(alpha_ft_limit)]).assign(
+    panel="limit")
+th_all = pd.concat([theory, theory_check, theory_limit], ignore_index=True).assign(source="theory")
+assert profile == "smoke" or th_all["converged"].all(), "non-converged theory points"
+sim_points = [base.replace(alpha_ft=a) for a in alpha_ft_values]
+sim = run.solve("fig5_simulation", simulate_finetune, sim_points, seeds=sim_seeds,
+                grid={"effective": sim_effs, "D": [D]}, progress=progress, teacher_start=True)
+sim = sim.assign(source="simulation", panel="main")
+fig5 = pd.concat([th_all, sim], ignore_index=True)
+run.write(fig5, "fig5")
+print(f"{len(th_all)} theory points, {len(sim)} simulations at D = {D}")
+
+# %% [markdown]
+# ## The figure
+#
+# Left: $\mathcal E'$ against $\Delta_{\rm eff}$ (lines: theory at $\Delta$; thin dashed: the same
+# at `Delta_check`; dotted black: the $\alpha'\to\infty$ limit $\frac{T+1}{T}\Delta_{\rm eff}$).
+# Right: the excess $\mathcal E'-\frac{T+1}{T}\Delta_{\rm eff}$. Dots: simulations (mean ± standard
+# error over runs).
+
+# %%
+data = pd.read_csv(run.data_dir / "fig5.csv")  # the figure is drawn from the data file only
+limit_coef = (T + 1) / T
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+th = data[data["source"] == "theory"]
+sm = data[data["source"] == "simulation"]
+for i, a in enumerate(alpha_ft_values):
+    for panel, style in (("main", "-"), ("Delta_check", "--")):
+        c = th[(th["panel"] == panel) & (th["alpha_ft"] == a)].sort_values("Delta_eff")
+        label = f"$\\alpha'={a:g}$" if panel == "main" else None
+        for ax, shift in ((axes[0], 0.0), (axes[1], 1.0)):
+            y = c["ft_test_error"] - shift * limit_coef * c["Delta_eff"]
+            draw_curve(ax, c["Delta_eff"], y, c["ft_replicon_stable"], c["converged"],
+                       color=f"C{i}", label=label, ls=style, lw=1.5 if panel == "main" else 0.8)
+    s = seed_means(sm[sm["alpha_ft"] == a], ["Delta_eff"], "ft_test_error")
+    for ax, shift in ((axes[0], 0.0), (axes[1], 1.0)):
+        ax.errorbar(s["Delta_eff"], s["mean"] - shift * limit_coef * s["Delta_eff"], s["se"],
+                    fmt="o", color=f"C{i}", mec="k", ms=6)
+x = np.array(grid)
+axes[0].plot(x, limit_coef * x, "k:", label="$\\alpha'\\to\\infty$: $\\frac{T+1}{T}\\Delta_{\\rm eff}$")
+axes[0].set_ylabel("$\\mathcal{E}'$")
+axes[1].set_ylabel("$\\mathcal{E}'-\\frac{T+1}{T}\\Delta_{\\rm eff}$ (excess)")
+for ax in axes:
+    ax.set_xlabel("$\\Delta_{\\rm eff}=\\Delta/2+Q_0-2M+Q$")
+    ax.legend(fontsize=7)
+fig.suptitle(f"$\\sigma(x)=x/T$, $T={T}$, $\\lambda'={lam_ft:g}$, $M={M:g}$, $Q_0=Q$; solid "
+             f"$\\Delta={Delta:g}$, dashed $\\Delta={Delta_check:g}$; dots: simulations at $D={D}$",
+             fontsize=9)
+fig.tight_layout()
+run.save(fig, "fig5")
+plt.show()
+
+# %% [markdown]
+# ## The paper's readings, checked
+#
+# 1. $\mathcal E'$ grows with $\Delta_{\rm eff}$ and falls with $\alpha'$ (on the theory grid);
+# 2. for linear $\sigma$, $\mathcal E'$ depends on the pre-training only through $\Delta_{\rm eff}$:
+#    the curves at $\Delta$ and `Delta_check` agree within their standard errors;
+# 3. the $\alpha'\to\infty$ limit: at $\alpha'=$`alpha_ft_limit` the slope of $\mathcal E'$ in
+#    $\Delta_{\rm eff}$ is the corrected $(T^2+T)/T^2$, not the printed $(T^2+T-2)/T^2$ of eq. (80);
+# 4. theory and simulation agree (the notebooks' agreement criterion of `hdlora.harness.agreement`).
+
+# %%
+main = th[th["panel"] == "main"]
+pivot = main.pivot_table(index="Delta_eff", columns="alpha_ft", values="ft_test_error")
+grows = bool((pivot.diff().dropna() > 0).all().all())
+falls = bool((pivot.T.diff().dropna() < 0).all().all())
+both = th[th["panel"].isin(["main", "Delta_check"])].pivot_table(
+    index=["alpha_ft", "Delta_eff"], columns="panel", values=["ft_test_error", "ft_test_error_se"])
+both = both.dropna()
+z_panels = ((both[("ft_test_error", "main")] - both[("ft_test_error", "Delta_check")])
+            / np.hypot(both[("ft_test_error_se", "main")], both[("ft_test_error_se", "Delta_check")]))
+lim = th[th["panel"] == "limit"].sort_values("Delta_eff")
+slope = float(np.polyfit(lim["Delta_eff"], lim["ft_test_error"], 1)[0])
+readings = pd.DataFrame([
+    {"reading": "E' grows with Delta_eff at every alpha'", "holds": grows, "value": ""},
+    {"reading": "E' falls with alpha' at every Delta_eff", "holds": falls, "value": ""},
+    {"reading": "Delta and Delta_check coincide at equal Delta_eff (max |z|)",
+     "holds": bool(np.abs(z_panels).max() < 4), "value": f"{np.abs(z_panels).max():.2f}"},
+    {"reading": f"slope at alpha'={alpha_ft_limit:g} is (T^2+T)/T^2 = {limit_coef:.4f}",
+     "holds": abs(slope - limit_coef) < abs(slope - (T * T + T - 2) / T**2),
+     "value": f"{slope:.4f} (printed eq. 80: {(T * T + T - 2) / T**2:.4f})"},
+])
+display(readings)
+assert profile == "smoke" or readings["holds"].all(), readings
+
+# %% [markdown]
+# ## Theory against simulation
+#
+# At each simulated point: the simulations' mean over runs against the theory at the same
+# $(\alpha',\Delta_{\rm eff})$ (the theory evaluated again exactly there), with the two-part
+# criterion of `hdlora.harness.agreement.check_agreement` (a $z$-score on the pooled standard
+# errors, and a relative tolerance for the finite-$D$ bias).
+
+# %%
+from hdlora.harness.agreement import agreement_table, check_agreement  # noqa: E402
+
+sim_theory = theory_table("fig5_theory_at_sims", base, sim_effs, alpha_ft_values)
+keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
+table = agreement_table(sim, sim_theory, keys, ["ft_test_error", "overlap", "q", "m"])
+run.write(table, "fig5_agreement")
+display(table[[*keys, "observable", "sim_inf", "sim_inf_se", "theory", "theory_se", "z"]].round(4))
+check = check_agreement(table)
+print(check.summary())
+assert profile == "smoke" or check.passed, check.failures
