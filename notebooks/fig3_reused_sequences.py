@@ -157,12 +157,24 @@ plt.show()
 # "Overfitting the pre-train data by taking $\lambda\to0$ maximises $o_w$, while a finite
 # $\lambda\approx0.3$ minimises $\mathcal E$ and $\mathcal E'$." Below, for each $\lambda'$: the
 # $\lambda$ of the largest $o_w$, of the smallest $\mathcal E$ and of the smallest $\mathcal E'$ on
-# the theory grid, and a verdict per reading. At the quick profile (first run, 2026-11-29) the
-# minimum of $\mathcal E$ sits near $\lambda\approx0.02$, not 0.3; $o_w$ is largest at the smallest
-# $\lambda$ for $\lambda'=0.1$ only (flat within 0.006 for $\lambda'=0.5$), and for $\lambda'=2$ the
-# free entropy selects the uninformed fixed point ($m=0$) at $\lambda\le0.02$, where the
-# simulations split between minima. These are open questions (different $\lambda'$ in the paper, a
-# first-order transition), not yet resolved.
+# the theory grid, and a verdict per reading.
+#
+# **Where the minimum is.** At the caption's parameters the pre-training state evolution puts the
+# minimum of $\mathcal E$ at $\lambda\approx0.027$ (a parabola in $\log\lambda$ through a
+# 19-point scan, $n_{\rm MC}=4096$; $\mathcal E$ within $10^{-3}$ of its minimum for
+# $\lambda\approx0.02$–$0.04$), and the simulations agree with it; at $\lambda=0.3$,
+# $\mathcal E$ is 60 % above its minimum. No single plausible misprint of the caption moves the
+# minimum to 0.3 ($\kappa_0=1$: 0.012; $\alpha=0.1$: 0.022; $T=3$: 0.032; $\Delta=1$: 0.06;
+# $\Delta=2$: 0.11; only $\Delta\approx4$–5 reaches 0.2–0.3). A different normalisation of
+# $\lambda$ does: eq. (2) sums the loss over the $N=\alpha D^2$ samples (as we do, and as
+# $\varepsilon=2\sqrt\kappa\lambda/\hat M$ of eq. (48) requires); with the loss averaged over
+# the samples the minimum would read $\lambda/\alpha\approx0.13$, and with a further factor 2
+# (a penalty written $\frac\lambda2\|W\|^2$) $2\lambda/\alpha\approx0.27$. We read the
+# paper's "$\lambda\approx0.3$" as that convention in the authors' Figure 3 code (a hypothesis:
+# the paper does not state it), not as a disagreement with the theory. The other readings are
+# reported below with their verdicts; where the free entropy selects the uninformed fixed point
+# ($m=0$, $o_w=0$, at large $\lambda'$ and small $\lambda$), the simulator's lowest minimum is
+# compared with it in the table of the simulations.
 
 # %%
 rows = []
@@ -187,3 +199,42 @@ verdicts = pd.DataFrame([
 # A reading that does not hold is a result to report, not a failure of the code: the verdicts are
 # shown (and discussed in the README's figure notes), not asserted.
 verdicts
+
+# %% [markdown]
+# ## Theory against the simulations, point by point
+#
+# The theory evaluated exactly at the simulated $(\lambda,\lambda')$, beside the simulations' mean
+# over runs (each run keeps the lowest objective of the simulator's starts): the fixed point the
+# free entropy (22) selects (informed $m>0$ or uninformed $m=0$) and how many exist, the
+# replicon verdict (78), and the fraction of runs whose starts ended in minima with different
+# overlaps. The agreement criterion of `hdlora.harness.agreement` is reported, not asserted: at
+# a first-order transition between the two fixed points a finite-$D$ simulation can sit in
+# either minimum.
+
+# %%
+from hdlora.harness.agreement import agreement_table, check_agreement  # noqa: E402
+
+sim_lam_values = [float(x) for x in sim_lams]
+at_sims = run.table("fig3_theory_at_sims",
+                    lambda: sweep(base, lam=sim_lam_values, lam_ft=lam_ft_values, n_mc=n_mc,
+                                  seed=seed, progress=progress),
+                    solver=sweep, base=base, lam=sim_lam_values, lam_ft=lam_ft_values, n_mc=n_mc,
+                    seed=seed)
+ow = seed_means(sim, ["lam", "lam_ft"], "overlap").rename(
+    columns={"mean": "o_w simulation", "se": "se", "n": "runs"})
+split = sim.groupby(["lam", "lam_ft"])["info_ft_starts_disagree"].mean().rename(
+    "runs with disagreeing starts").reset_index()
+cmp = ow.merge(split, on=["lam", "lam_ft"]).merge(
+    at_sims[["lam", "lam_ft", "overlap", "info_ft_fixed_point", "info_ft_n_fixed_points",
+             "ft_replicon"]].rename(columns={"overlap": "o_w theory",
+                                             "info_ft_fixed_point": "fixed point",
+                                             "info_ft_n_fixed_points": "fixed points found"}),
+    on=["lam", "lam_ft"])
+display(cmp.round(3))
+keys = ["lam", "lam_ft"]
+table = agreement_table(sim, at_sims, keys, ["test_error", "ft_test_error", "overlap"])
+run.write(table, "fig3_agreement")
+check = check_agreement(table)
+print(check.summary())
+check.failures[[*keys, "observable", "sim_inf", "sim_inf_se", "theory", "z"]] if len(
+    check.failures) else check.by_observable.round(3)
