@@ -42,7 +42,7 @@
 # `points` (Δ, Δ_eff) with `M`; the active `rhos` at (`active_Delta`, `active_delta_eff`); the
 # two-stage point (`Delta`, `alpha`, `lam`, `kappa0`, `kappa`) with `beta_scales`; the map of
 # minima at (`map_T`, `map_alpha_ft`, `map_effective`, `map_lam_fts`); sizes `n_mc`, `Ds`,
-# `seeds`, `two_stage_Ds` (the shortcut check), `two_stage_D` (recalibration), `map_Ds`, `map_n_random` (None: the profile's); `profile`, `out_dir`,
+# `seeds`, `two_stage_Ds` (the shortcut check and the recalibration), `map_Ds`, `map_n_random` (None: the profile's); `profile`, `out_dir`,
 # `seed`, `progress`, `recompute`.
 
 # %% tags=["parameters"]
@@ -74,7 +74,6 @@ n_mc = None
 Ds = None
 seeds = None
 two_stage_Ds = None
-two_stage_D = None
 map_Ds = None
 map_n_random = None
 
@@ -88,7 +87,7 @@ from scipy import stats
 from hdlora import EffectivePretraining, Params
 from hdlora.harness.agreement import agreement_table, check_agreement, fit_intercept
 from hdlora.harness.run import Run
-from hdlora.simulation import simulate, simulate_finetune
+from hdlora.simulation import recalibration_scan, simulate, simulate_finetune
 from hdlora.theory import finetune, noise, state_evolution
 
 run = Run("06_finetuning_protocols", out_dir, profile, recompute)
@@ -96,7 +95,6 @@ n_mc = run.choose(n_mc, smoke=1024, quick=16384, paper=32768)
 Ds = run.choose(Ds, smoke=[40], quick=[200, 400], paper=[500, 1000, 2000])
 seeds = run.choose(seeds, smoke=[0, 1], quick=[0, 1, 2, 3], paper=list(range(8)))
 two_stage_Ds = run.choose(two_stage_Ds, smoke=[30], quick=[60, 120], paper=[100, 200, 400])
-two_stage_D = run.choose(two_stage_D, smoke=30, quick=80, paper=200)
 map_Ds = run.choose(map_Ds, smoke=[40], quick=[50, 100, 200], paper=[50, 100, 200, 400, 800])
 map_n_random = run.choose(map_n_random, smoke=3, quick=8, paper=16)
 mc_seeds = [seed]
@@ -274,7 +272,10 @@ print(pd.DataFrame({r: {"theory gain": uniform["theory"] - gain.loc[r, "theory"]
 #
 # The full two-stage pipeline at `beta_scales` × $\beta^*$, with $\beta^*=M/Q$ from the
 # pre-training state evolution (as App. E does): the recalibrated pre-training error
-# $\mathcal E(\beta)$, the fine-tuning error and the overlap, theory against simulation.
+# $\mathcal E(\beta)$, the fine-tuning error and the overlap, theory against simulation. Each
+# simulated run pre-trains once and fine-tunes the rescaled $\sqrt\beta\,\hat W$ for every $\beta$
+# (`hdlora.simulation.recalibration_scan`), at the dimensions `two_stage_Ds`, extrapolated in
+# $1/D$.
 
 # %%
 se1 = run.solve("protocols_recalibration_reference", state_evolution, [two_stage],
@@ -284,9 +285,8 @@ betas = [float(s) * beta_star for s in beta_scales]
 th_rec = pd.concat([run.solve(f"protocols_recalibration_theory_{i}", state_evolution,
                               [two_stage], seeds=mc_seeds, n_mc=n_mc, beta=b, progress=progress)
                     for i, b in enumerate(betas)], ignore_index=True)
-sim_rec = pd.concat([run.solve(f"protocols_recalibration_simulation_{i}", simulate, [two_stage],
-                               seeds=seeds, grid={"D": [two_stage_D]}, beta=b, progress=progress)
-                     for i, b in enumerate(betas)], ignore_index=True)
+sim_rec = run.solve("protocols_recalibration_simulation", recalibration_scan, [two_stage],
+                    seeds=seeds, grid={"D": two_stage_Ds}, betas=betas, progress=progress)
 keys_rec = ["beta", "lam", "lam_ft"]
 agree_rec = agreement_table(sim_rec, th_rec, keys_rec, ["test_error", "ft_test_error", "overlap"])
 run.write(agree_rec, "protocols_recalibration_agreement")
@@ -379,20 +379,26 @@ plt.show()
 # %% [markdown]
 # ### The default simulator finds the best minimum at the validation points
 #
-# At the three effective pre-trainings of §1 (replicon-stable, see above): the default
-# `simulate_finetune` (spectral start + 3 random) against the best of `map_n_random` random
-# starts plus the teacher start. Same data (same seed), so the objectives compare exactly.
+# At the three effective pre-trainings of §1: the default `simulate_finetune` (spectral start +
+# 3 random) against the best of `map_n_random` random starts plus the teacher start. Same data
+# (same seed), so the objectives compare exactly. At the replicon-stable points (78 < 1) the
+# default must reach the same minimum; at a point whose replicon is ≥ 1 (at the quick profile the
+# third, 1.03) the landscape may hold many near-degenerate minima, and the gap is reported.
 
 # %%
 many = sims_over_D("protocols_effective_many_starts", effective_points, n_init=map_n_random,
                    teacher_start=True)
-m = sim_eff.merge(many, on=[*keys_eff, "D", "seed"], suffixes=("_default", "_many"))
+m = sim_eff.merge(many, on=[*keys_eff, "D", "seed"], suffixes=("_default", "_many")).copy()
 m["objective_rel_gap"] = ((m["info_finetune_objective_default"]
                            - m["info_finetune_objective_many"])
                           / m["info_finetune_objective_many"].abs())
 m["overlap_gap"] = (m["overlap_default"] - m["overlap_many"]).abs()
 display(m[["Delta", "Q", "D", "seed", "objective_rel_gap", "overlap_gap"]].round(8))
-stable = bool((th_eff["ft_replicon_stable"] == True).all())  # noqa: E712
-print(f"replicon-stable points: {stable}; largest objective gap "
-      f"{m['objective_rel_gap'].max():.2e}, largest overlap gap {m['overlap_gap'].max():.2e}")
-assert profile == "smoke" or not stable or (m["objective_rel_gap"] <= 1e-7).all()
+stable = th_eff.set_index(["Delta", "Q"])["ft_replicon_stable"].astype(bool)
+m["replicon_stable"] = [bool(stable.loc[(d, q)]) for d, q in zip(m["Delta"], m["Q"], strict=True)]
+worst = m.groupby(["Delta", "Q", "replicon_stable"])[["objective_rel_gap", "overlap_gap"]].max()
+display(worst)
+# where the replicon (78) is < 1 the default must find the best minimum of all the starts; where it
+# is >= 1 near-degenerate minima are expected (replica symmetry need not hold), and only reported
+ok = m[m["replicon_stable"]]
+assert profile == "smoke" or (ok["objective_rel_gap"] <= 1e-7).all(), ok
