@@ -244,6 +244,18 @@ def best_of_starts(
             continue
         if best is None or fit.objective < best.objective:
             best = fit
+    if best is not None and not best.converged:
+        # among starts at the same minimum (objectives equal to SAME_MINIMUM_RTOL), prefer one
+        # whose gradient reached gtol: the same point, honestly converged
+        same = [
+            f
+            for f in fits
+            if f.converged
+            and math.isfinite(f.objective)
+            and f.objective - best.objective <= SAME_MINIMUM_RTOL * max(abs(best.objective), 1e-300)
+        ]
+        if same:
+            best = min(same, key=lambda f: f.objective)
     best = fits[0] if best is None else best
     best.best_start = next(i for i, f in enumerate(fits) if f is best)
     best.starts = [

@@ -19,6 +19,11 @@ import torch
 from hdlora.diagnostics import ConvergenceWarning, warn
 from hdlora.harness.progress import ConvergenceBar
 
+#: stop when the objective has not decreased by more than STALL_RTOL (relative) over this many
+#: chunks: L-BFGS is then at the floating-point floor and more iterations cannot reach gtol
+STALL_CHUNKS = 4
+STALL_RTOL = 1e-13
+
 
 @dataclass
 class FitResult:
@@ -96,6 +101,7 @@ def minimize(
         return f
 
     n_iter = 0
+    history: list[float] = []
     message = "max_iter reached"
     bar = ConvergenceBar(gtol, desc, progress)
     try:
@@ -115,6 +121,18 @@ def minimize(
             if done == 0:
                 message = "line search made no progress"
                 break
+            # stalled: the objective has not moved (relative 1e-13) for STALL_CHUNKS chunks, i.e.
+            # the gradient is at the floating-point floor above gtol (measured: a 1000-sequence
+            # linear fine-tuning, max|∇f| stuck at 1.7e-6 for 20000 iterations)
+            history.append(last["f"])
+            if len(history) > STALL_CHUNKS:
+                old = history[-STALL_CHUNKS - 1]
+                if old - min(history[-STALL_CHUNKS:]) <= STALL_RTOL * abs(old):
+                    message = (
+                        f"stalled: objective unchanged (relative {STALL_RTOL:g}) over "
+                        f"{STALL_CHUNKS} chunks of {chunk} iterations"
+                    )
+                    break
     finally:
         bar.close()
     # the closure's last call may be a line-search trial point: evaluate at the returned x
