@@ -182,3 +182,18 @@ def test_active_finetuning_needs_fresh_sequences():
     eff = EffectivePretraining(Q0=2.0, Q=2.0, M=1.0, V=1.0)
     with pytest.raises(ValueError, match="e = 0"):
         finetune(SOFT.replace(reuse=True), eff, 64, rho=0.5)
+
+
+def test_a_failed_continuation_start_is_retried_not_replaced_by_m_zero():
+    """Figure 2 (Δ = 0, α' = 3, Δ_eff = 10/3, replicon 1.26): from the neighbour's (m, q, v)
+    the informed iteration does not converge; the selection used to fall back to m = 0 (o_w = 0,
+    a jump in the curve) with ``converged=True``. Now the informed point is retried from the
+    default start and selected by its free entropy, as from the default start directly."""
+    p = SOFT.replace(alpha_ft=3.0)
+    eff = EffectivePretraining.on_diagonal(10 / 3, 0.0)
+    x0 = (0.8131033680308387, 0.8848598015955181, 0.39112941681841723)
+    r = finetune(p, eff, 8192, 0, x0=x0)
+    ref = finetune(p, eff, 8192, 0)
+    assert r.info["fixed_point"] == "informed" and r.converged
+    assert "retried" in r.message
+    assert r.overlap == pytest.approx(ref.overlap, abs=5 * ref.overlap_se)

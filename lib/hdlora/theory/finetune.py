@@ -324,6 +324,13 @@ def finetune(
         )
 
     found = {"informed": run(x_start, pin=False)}
+    retried = False
+    if not found["informed"]["fp"].converged and x0 is not None:
+        # a continuation start (a sweep's neighbour) can fail where the default start does not
+        # (measured: Figure 2, α' = 3, Δ_eff = 10/3, replicon 1.26): retry once from there
+        retry = run(np.array((0.5, 0.5, 1.0)), pin=False)
+        retry["n_iter"] += found["informed"]["n_iter"]
+        found["informed"], retried = retry, True
     if select:
         found["uninformed"] = run(np.array([0.0, x_start[1], x_start[2]]), pin=True)
     informed = found["informed"]
@@ -389,6 +396,18 @@ def finetune(
     message = fp.message + se_note
     if select and chosen == "uninformed" and _informed(informed["x"]) is False:
         message += "; the iteration from m > 0 did not reach an informed fixed point"
+    if (
+        select
+        and chosen == "uninformed"
+        and not informed["fp"].converged
+        and _informed(informed["x"])
+    ):
+        # the informed iteration stopped away from m = 0 without converging: the selection
+        # cannot compare the free entropies, so the point is not a converged prediction
+        converged = False
+        message += "; the informed fixed point did not converge (the selection is undecided)"
+    if retried:
+        message += "; informed fixed point retried from the default start"
     if r.n_failed:
         message += f"; {r.n_failed} proximal samples above tolerance"
     return Observables(
