@@ -119,3 +119,29 @@ def test_run_table_accepts_any_solver_with_the_common_shape(tmp_path):
     t3 = run.solve("tab", fake_solver, points, seeds=[0], scale=3.0)
     assert t3["cache_key"].iloc[0] != t1["cache_key"].iloc[0]
     assert t3["test_error"].tolist() == pytest.approx([0.3, 0.6])
+
+
+def test_with_replicon_flags_the_points_whose_replicon_is_at_least_one():
+    from hdlora.harness.agreement import with_replicon
+
+    agreement = pd.DataFrame(
+        {"lam": [0.1, 0.1, 1.0, 1.0], "observable": ["a", "b", "a", "b"], "z": [0.0] * 4}
+    )
+    theory = pd.DataFrame(
+        {
+            "lam": [0.1, 1.0],
+            "replicon_stable": [True, True],
+            "ft_replicon_stable": [True, False],
+            "ft_replicon": [0.5, 1.2],
+        }
+    )
+    out = with_replicon(agreement, theory, ["lam"])
+    assert out["replicon_stable"].tolist() == [True, True, False, False]
+    assert out["ft_replicon"].tolist() == [0.5, 0.5, 1.2, 1.2]
+    pre_unstable = theory.assign(replicon_stable=[False, True], ft_replicon_stable=[True, True])
+    assert with_replicon(agreement, pre_unstable, ["lam"])["replicon_stable"].tolist() == [
+        False,
+        False,
+        True,
+        True,
+    ]

@@ -218,6 +218,25 @@ def check_agreement(agreement: pd.DataFrame, family_error: float = 0.01) -> Agre
     )
 
 
+def with_replicon(agreement: pd.DataFrame, theory: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The agreement table with the theory's replicon verdicts of each point (columns
+    ``replicon_stable``: both the pre-training (75) and the fine-tuning (78) replicon < 1 where
+    computed, and ``ft_replicon``). Where a replicon is ≥ 1 the replica-symmetric prediction
+    need not describe the minimisers a simulation finds, so the notebooks apply
+    :func:`check_agreement` to the stable points and report the others apart."""
+    cols = [c for c in ("replicon_stable", "ft_replicon_stable", "ft_replicon") if c in theory]
+    th = theory[keys + cols].drop_duplicates(subset=keys)
+    stable = np.ones(len(th), bool)
+    for c in ("replicon_stable", "ft_replicon_stable"):
+        if c in th:
+            stable &= ~(th[c].astype("boolean") == False).fillna(False).to_numpy()  # noqa: E712
+    th = th.assign(stable=stable)[
+        keys + ["stable"] + (["ft_replicon"] if "ft_replicon" in th else [])
+    ]
+    out = agreement.merge(th, on=keys, how="left")
+    return out.rename(columns={"stable": "replicon_stable"})
+
+
 def inject_bias(theory: pd.DataFrame, observables: list[str], bias: float) -> pd.DataFrame:
     """The theory table with every observable multiplied by (1 + ``bias``)."""
     out = theory.copy()
