@@ -237,6 +237,14 @@ def with_replicon(agreement: pd.DataFrame, theory: pd.DataFrame, keys: list[str]
     return out.rename(columns={"stable": "replicon_stable"})
 
 
+def stable_agreement(agreement: pd.DataFrame) -> tuple[AgreementCheck, AgreementCheck | None]:
+    """:func:`check_agreement` on the replicon-stable rows of a :func:`with_replicon` table (the
+    check a notebook requires), and on the other rows (reported; None when there are none)."""
+    stable = agreement["replicon_stable"].astype(bool)
+    others = agreement[~stable]
+    return check_agreement(agreement[stable]), (check_agreement(others) if len(others) else None)
+
+
 def inject_bias(theory: pd.DataFrame, observables: list[str], bias: float) -> pd.DataFrame:
     """The theory table with every observable multiplied by (1 + ``bias``)."""
     out = theory.copy()
