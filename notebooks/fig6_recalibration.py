@@ -111,11 +111,11 @@ def pretraining_curves():
         p = base.replace(lam=lam)
         pre = pretrain(p, n_mc, seed, progress=progress)
         b_star = pre.M / pre.Q
-        for r in ratios:
-            rec = recalibrated(p, pre, r * b_star, n_mc, seed)
+        # one draw and one proximal for the whole curve; the last β = 1 is the uncalibrated
+        # map, at β/β* = 1/β*
+        recs = recalibrated(p, pre, [r * b_star for r in ratios] + [1.0], n_mc, seed)
+        for r, rec in zip([*ratios, 1.0 / b_star], recs, strict=True):
             rows.append(rec.to_dict() | {"beta_scale": r})
-        one = recalibrated(p, pre, 1.0, n_mc, seed)  # the uncalibrated map, at β/β* = 1/β*
-        rows.append(one.to_dict() | {"beta_scale": 1.0 / b_star})
     return pd.DataFrame(rows)
 
 

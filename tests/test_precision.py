@@ -127,6 +127,34 @@ def test_uninformed_point_selected_when_informed_collapses():
     r = finetune(p, pre, n_mc=2000, seed=0, progress=False)
     assert r.info["fixed_point"] == "uninformed" and r.info["n_fixed_points"] == 1
     assert r.m == 0.0 and r.overlap == 0.0
+    assert r.info["uninformed_coarse_only"] is False  # the selected point is the full solve
+
+
+@pytest.mark.parametrize("act, lam_ft, n_mc", [("linear", 0.2, 4000), ("softmax", 0.3, 16384)])
+def test_coarse_uninformed_free_entropy_agrees_with_the_full_solve(monkeypatch, act, lam_ft, n_mc):
+    """The uninformed fixed point solved on one RQMC block (kept when it loses the selection by
+    far more than its error) against the same point solved on all samples (SELECT_MARGIN = ∞
+    forces the full solve): same selection, same informed point, and the coarse φ within 5 of
+    its standard errors of the full φ."""
+    import importlib
+
+    from hdlora.theory import EffectivePretraining, finetune
+
+    ft_module = importlib.import_module("hdlora.theory.finetune")  # the module, not the function
+
+    pre = EffectivePretraining(Q0=2.0, Q=1.2, M=1.3)
+    p = LIN.replace(activation=act, lam_ft=lam_ft)
+    coarse = finetune(p, pre, n_mc=n_mc, seed=2, progress=False)
+    monkeypatch.setattr(ft_module, "SELECT_MARGIN", math.inf)
+    full = finetune(p, pre, n_mc=n_mc, seed=2, progress=False)
+    assert coarse.info["uninformed_coarse_only"] and not full.info["uninformed_coarse_only"]
+    assert coarse.info["fixed_point"] == full.info["fixed_point"] == "informed"
+    assert (coarse.m, coarse.q, coarse.v) == (full.m, full.q, full.v)
+    se = coarse.info["free_entropy_uninformed_se"]
+    assert 0 < se < 0.1
+    assert abs(coarse.info["free_entropy_uninformed"] - full.info["free_entropy_uninformed"]) < (
+        5 * se
+    )
 
 
 def test_sweep_matches_independent_predictions():

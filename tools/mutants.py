@@ -426,14 +426,14 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "theory/pretrain.py",
-        "L = c * (a * a * A0 + 2 * a * b * M + b * b * Q)",
-        "L = c * (a * a * A0 - 2 * a * b * M + b * b * Q)",
+        "L = c * (a * a * A0 + 2 * a * bb * M + bb * bb * Q)",
+        "L = c * (a * a * A0 - 2 * a * bb * M + bb * bb * Q)",
         "ℒ(β) for linear σ with the cross term's sign flipped",
         ("test_theory_protocols.py",),
     ),
     M(
         "theory/pretrain.py",
-        "L, L_se = pretrain_errors(zs, beta * h, params, samples.blocks)",
+        "L, L_se = pretrain_errors(zs, b * h, params, samples.blocks)",
         "L, L_se = pretrain_errors(zs, h, params, samples.blocks)",
         "ℒ(β) (Monte Carlo) of the unscaled training field",
         ("test_theory_protocols.py",),
@@ -465,6 +465,42 @@ MUTANTS: list[Mutant] = [
         "z = s.sqrt() * (M / A0 * g + math.sqrt(B) * zeta)",
         "frozen field of the shortcut with covariance M/√A0 instead of M",
         ("test_simulate_finetune.py",),
+    ),
+    # ---------------------------------------------------------------- speed (issue 10)
+    M(
+        "theory/rowops.py",
+        "    e /= sum_last(e, keepdims=True)\n",
+        "    e /= max_last(e, keepdims=True)\n",
+        "the theory's fast softmax normalised by its largest term instead of the sum",
+        ("test_prox.py", "test_theory_pretrain.py"),
+    ),
+    M(
+        "theory/prox.py",
+        "B -= A[..., :, None] @ (2.0 * P)[..., None, :]",
+        "B -= P[..., :, None] @ (2.0 * A)[..., None, :]",
+        "softmax row Hessian with the a pᵀ term transposed (not symmetric)",
+        ("test_prox.py",),
+    ),
+    M(
+        "theory/prox_finetune.py",
+        "sum_wB = ((chi * chi)[:, None, :] @ B",
+        "sum_wB = (chi[:, None, :] @ B",
+        "fine-tuning Hessian with Σ_a χ_a B_a instead of Σ_a χ_a² B_a",
+        ("test_prox.py", "test_theory_finetune.py"),
+    ),
+    M(
+        "theory/finetune.py",
+        'informed["phi"] - uninformed["phi"] > margin',
+        'uninformed["phi"] - informed["phi"] > margin',
+        "the coarse uninformed point kept when it wins the selection (not when it loses)",
+        ("test_precision.py",),
+    ),
+    M(
+        "theory/sweep.py",
+        "pre_rows.update(zip(todo, recs, strict=True))",
+        "pre_rows.update(zip(todo, recs[::-1], strict=True))",
+        "sweep rows given the pre-training record of another β",
+        ("test_theory_protocols.py", "test_precision.py"),
     ),
     # ---------------------------------------------------------------- equivalent by design
     M(

@@ -45,11 +45,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from hdlora.model.activations import activation as activation_fn
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.theory import spectral
 from hdlora.theory.laws import Q0_TEACHER_W, PretrainSamples, channel_fields, pretrain_errors
+from hdlora.theory.rowops import sigma as activation_fn
 from hdlora.theory.symmetric import n_entries, to_matrix
 
 

@@ -60,6 +60,9 @@ from hdlora.theory.replicon import finetune_replicon
 
 #: the test fields of FinetuneSamples (without the ``test_`` prefix)
 TEST_FIELDS = ("chi_star", "zeta", "g", "zeta_pre")
+#: the uninformed fixed point is solved on the coarse block only when it loses the selection by
+#: more than this many standard errors of its free entropy (eq. 22) there
+SELECT_MARGIN = 10.0
 
 
 def finetune(
@@ -101,7 +104,10 @@ def finetune(
         (βN')⁻¹ log ∫ exp(−β(ℒ' + λ'‖w‖²)) dw, so −φ (``info["predicted_objective"]``) is the
         minimal training objective (ℒ' + λ'‖ŵ‖²)/N' predicted at that point, and the largest φ
         describes the global minimiser. ``info``: ``fixed_point`` ("informed"/"uninformed"),
-        ``n_fixed_points`` (distinct ones found), ``free_entropy_<kind>`` of each.
+        ``n_fixed_points`` (distinct ones found), ``free_entropy_<kind>`` of each (and its
+        standard error ``free_entropy_<kind>_se``). With ``method="rqmc"`` the uninformed point
+        is first solved on one block; when its φ is below the informed one by more than
+        ``SELECT_MARGIN`` standard errors it is not refined (``uninformed_coarse_only``).
     rho : active fine-tuning (Algorithm 1) with labelling ratio ρ = N'/N̄' ∈ (0, 1]: the
         training channel's frozen fields are conditioned as App. D says (per block, the n/ρ
         candidates of 𝒬 with the smallest ‖σ(z) − σ(0)‖²_F kept; :func:`~hdlora.theory.laws.
@@ -258,8 +264,9 @@ def finetune(
 
         return Gm
 
-    def run(x, pin):
-        """Coarse then full fixed point from x (m pinned to 0 when ``pin``)."""
+    def run(x, pin, coarse_only=False):
+        """Coarse then full fixed point from x (m pinned to 0 when ``pin``); with
+        ``coarse_only`` the coarse fixed point, evaluated on its block from every start."""
         wrap = pinned if pin else (lambda G: G)
         kind = "uninformed" if pin else "informed"
         n_iter = coarse_iter = 0
@@ -281,6 +288,24 @@ def finetune(
                 warn_failure=False,
             )
             coarse_iter = fpc.n_iter
+            if coarse_only:
+                per, r = ch(*fpc.x, None)
+                if pin:
+                    per = per.copy()
+                    per[:, 0] = 0.0
+                phi = free_entropy(fpc.x, per.mean(axis=0), r.objective)
+                phi_se = float(np.std(r.objective) / math.sqrt(k))
+                return dict(
+                    x=fpc.x,
+                    fp=fpc,
+                    per=per,
+                    r=r,
+                    n_iter=0,
+                    coarse=coarse_iter,
+                    phi=phi,
+                    phi_se=phi_se,
+                    coarse_only=True,
+                )
             if fpc.converged and (pin or fpc.x[0] > 0):
                 x = fpc.x
         channel = make_channel(samples, zs_tr, z_tr)
@@ -310,7 +335,18 @@ def finetune(
             per = per.copy()
             per[:, 0] = 0.0
         phi = free_entropy(x, per.mean(axis=0), r.objective)
-        return dict(x=x, fp=fp, per=per, r=r, n_iter=n_iter, coarse=coarse_iter, phi=phi)
+        phi_se = float(np.std(r.objective) / math.sqrt(len(r.objective)))
+        return dict(
+            x=x,
+            fp=fp,
+            per=per,
+            r=r,
+            n_iter=n_iter,
+            coarse=coarse_iter,
+            phi=phi,
+            phi_se=phi_se,
+            coarse_only=False,
+        )
 
     def free_entropy(x, conj, objective):
         """φ of eq. (22) at (m, q, v; m̂, q̂, v̂): E max ψ = −E F(prox) (F = −ψ)."""
@@ -331,9 +367,20 @@ def finetune(
         retry = run(np.array((0.5, 0.5, 1.0)), pin=False)
         retry["n_iter"] += found["informed"]["n_iter"]
         found["informed"], retried = retry, True
-    if select:
-        found["uninformed"] = run(np.array([0.0, x_start[1], x_start[2]]), pin=True)
     informed = found["informed"]
+    if select:
+        x_pin = np.array([0.0, x_start[1], x_start[2]])
+        uninformed = None
+        if cv and samples.blocks > 1 and informed["fp"].converged and _informed(informed["x"]):
+            # the uninformed fixed point matters only through its free entropy: solved on the
+            # coarse block, it is kept when it loses the selection by far more than its Monte-
+            # Carlo error (SELECT_MARGIN standard errors of E F(prox) on the block), and solved
+            # on the full sample otherwise
+            uninformed = run(x_pin, pin=True, coarse_only=True)
+            margin = SELECT_MARGIN * uninformed["phi_se"]
+            if not (uninformed["fp"].converged and informed["phi"] - uninformed["phi"] > margin):
+                uninformed = None
+        found["uninformed"] = uninformed or run(x_pin, pin=True)
     distinct = {
         k: f
         for k, f in found.items()
@@ -355,6 +402,8 @@ def finetune(
         "free_entropy": best["phi"],
         "predicted_objective": -best["phi"],
         **{f"free_entropy_{k}": f["phi"] for k, f in found.items()},
+        **{f"free_entropy_{k}_se": f["phi_se"] for k, f in found.items()},
+        "uninformed_coarse_only": bool(select and found["uninformed"]["coarse_only"]),
     }
     m_hat, q_hat, v_hat = per.mean(axis=0)
     m, q, v = x

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, qmc
 
-from hdlora.model.activations import activation as activation_fn
 from hdlora.params import Params
 from hdlora.theory.prox import pretrain_prox
+from hdlora.theory.rowops import sigma as activation_fn
 from hdlora.theory.symmetric import multiplicity, n_entries, to_matrix
 
 #: q0 = D⁻¹‖w*‖² → 1 (eq. 9)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hdlora.theory.rowops import absmax_last, sum_last
+
 # objective(x, rows, need_hess) -> (F (m,), ∇F (m, k), ∇²F (m, k, k) or None) for the samples
 # ``rows`` (indices into the batch) at the points x (m, k)
 Objective = Callable[[np.ndarray, np.ndarray, bool], tuple]
@@ -54,7 +56,7 @@ def minimize_batch(
     x = x0.copy()
     rows = np.arange(len(x))
     f, g, H = objective(x, rows, True)
-    gmax = np.abs(g).max(axis=-1)
+    gmax = absmax_last(g)
     active = gmax > tol
     it = 0
     while active.any() and it < max_iter:
@@ -62,7 +64,7 @@ def minimize_batch(
         idx = np.nonzero(active)[0]
         xi, fi, gi = x[idx], f[idx], g[idx]
         step = newton_step(H[idx], gi)
-        slope = (gi * step).sum(axis=-1)
+        slope = sum_last(gi * step)
         t = np.ones(len(idx))
         todo = np.ones(len(idx), dtype=bool)
         x_new = xi.copy()
@@ -72,7 +74,7 @@ def minimize_batch(
             f_try, g_try, _ = objective(x_try, idx[k], False)
             armijo = f_try <= fi[k] + 1e-4 * t[k] * slope[k]
             flat = (f_try <= fi[k] + 1e-13 * (1 + np.abs(fi[k]))) & (
-                np.abs(g_try).max(axis=-1) < gmax[idx][k]
+                absmax_last(g_try) < gmax[idx][k]
             )
             ok = armijo | flat
             x_new[k[ok]] = x_try[ok]
@@ -83,7 +85,7 @@ def minimize_batch(
         x[idx] = x_new
         f_i, g_i, H_i = objective(x_new, idx, True)
         f[idx], g[idx], H[idx] = f_i, g_i, H_i
-        gmax[idx] = np.abs(g_i).max(axis=-1)
+        gmax[idx] = absmax_last(g_i)
         active[idx] = (gmax[idx] > tol) & ~todo  # stop samples whose line search failed
     return BatchMinimum(x, f, g, H, it)
 
@@ -96,12 +98,12 @@ def best_of(results: list[BatchMinimum], residual_scale: float, tol: float):
     """
     xs = np.stack([r.x for r in results])
     fs = np.stack([r.f for r in results])
-    res = np.stack([np.abs(r.g).max(axis=-1) for r in results]) * residual_scale
+    res = np.stack([absmax_last(r.g) for r in results]) * residual_scale
     score = np.where(res <= tol, fs, np.inf)
     best = np.argmin(np.where(np.isinf(score).all(axis=0), fs, score), axis=0)
     n = xs.shape[1]
     cols = np.arange(n)
     xb = xs[best, cols]
     Hb = np.stack([r.H for r in results])[best, cols]
-    differ = (np.abs(xs - xb[None]).max(axis=-1) > 1e-6) & (res <= tol)
+    differ = (absmax_last(xs - xb[None]) > 1e-6) & (res <= tol)
     return xb, fs[best, cols], Hb, res[best, cols], int(differ.any(axis=0).sum())

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdlora.diagnostics import ProximalWarning, warn
-from hdlora.model.activations import softmax_rows
 from hdlora.theory.newton import best_of, minimize_batch
+from hdlora.theory.rowops import softmax_last, sum_last
 from hdlora.theory.symmetric import embedding, multiplicity, to_matrix
 
 
@@ -57,22 +57,25 @@ def softmax_row_terms(Z: np.ndarray, Y: np.ndarray, need_hess: bool = True):
     Per row a, with p = σ(Z)_a, r = p − Y_a, u = p∘r, S = Σ u, a = p² + u, c = Σp² + 2S,
     d = a − S p:  G_a = 2(u − S p),  B[a] = 2[diag(d) + c p pᵀ − a pᵀ − p aᵀ]
     (from ∂p/∂Z = diag(p) − p pᵀ). The one softmax Hessian of both proximals."""
-    P = softmax_rows(Z)
+    P = softmax_last(Z)
     R = P - Y
     U = P * R
-    S = U.sum(axis=-1, keepdims=True)  # (n, T, 1)
-    f = (R * R).sum(axis=(-1, -2))
+    S = sum_last(U, keepdims=True)  # (n, T, 1)
+    f = sum_last(sum_last(R * R))
     G = 2.0 * (U - P * S)
     if not need_hess:
         return f, G, None
     T = Z.shape[-1]
-    A = P * P + U
-    C = (P * P).sum(axis=-1, keepdims=True) + 2 * S
-    Dg = A - S * P
-    B = C[..., None] * P[..., :, None] * P[..., None, :]
-    B -= A[..., :, None] * P[..., None, :] + P[..., :, None] * A[..., None, :]
-    B += Dg[..., :, None] * np.eye(T)
-    return f, G, 2.0 * B
+    P2 = P * P
+    A = P2 + U
+    C = sum_last(P2, keepdims=True) + 2 * S
+    Dg = 2.0 * (A - S * P)
+    # 2[c p pᵀ − a pᵀ − p aᵀ] = p wᵀ − a (2p)ᵀ with w = 2(c p − a): two outer products, as
+    # batched matmuls (2.3× faster than broadcasting over the two short axes)
+    B = P[..., :, None] @ (2.0 * (C * P - A))[..., None, :]
+    B -= A[..., :, None] @ (2.0 * P)[..., None, :]
+    B.reshape(B.shape[:-2] + (T * T,))[..., :: T + 1] += Dg  # + 2 diag(d), in place
+    return f, G, B
 
 
 def _softmax_terms(h, Y, T, need_hess=True):
@@ -99,7 +102,7 @@ def _row_block_map(T: int) -> np.ndarray:
 def loss_terms(h: np.ndarray, z_star: np.ndarray, T: int, activation: str):
     """f = ‖σ(h) − σ(z*)‖²_F, its gradient (n, L) and Hessian (n, L, L) in the entries a ≤ b."""
     if activation == "softmax":
-        return _softmax_terms(h, softmax_rows(to_matrix(z_star, T)), T)
+        return _softmax_terms(h, softmax_last(to_matrix(z_star, T)), T)
     if activation == "linear":
         k = 2.0 - (multiplicity(T) == 2)  # ‖H‖²_F = Σ_{a≤b} k_ab h_ab², k = 2 − δ_ab
         d = h - z_star
@@ -148,7 +151,7 @@ def pretrain_prox(
         return ProxResult(h, hess, Fval, np.zeros(n), 0, 0, 0)
     if activation != "softmax":
         raise ValueError(f"activation must be 'softmax' or 'linear', got {activation!r}")
-    Y = softmax_rows(to_matrix(z_star, T))
+    Y = softmax_last(to_matrix(z_star, T))
     eye = np.eye(L)
 
     def objective(h, rows, need_hess):

@@ -112,12 +112,16 @@ def sweep(
                 if not pre.Q > 0:
                     raise ValueError(f"beta=None needs Q > 0 (β* = M/Q), got Q={pre.Q} at {p_pre}")
                 b0 = pre.M / pre.Q
+            pre_rows = {scale: pre for scale in scales}
+            todo = [scale for scale in scales if b0 * scale != 1.0]
+            if isinstance(pre, Observables) and todo:
+                # ℰ(β), ℒ(β) of every β ≠ 1 from one draw and one proximal
+                recs = recalibrated(p_pre, pre, [b0 * sc for sc in todo], n_mc, seed, method=method)
+                pre_rows.update(zip(todo, recs, strict=True))
             t_pre = time.perf_counter() - t0
             for scale in scales:
                 b = b0 * scale
-                pre_row = pre
-                if isinstance(pre, Observables) and b != 1.0:
-                    pre_row = recalibrated(p_pre, pre, b, n_mc, seed, method=method)
+                pre_row = pre_rows[scale]
                 x_prev = None  # continuation along λ' within this λ
                 for a_ft in alpha_fts:
                     for lft in lam_fts:
