@@ -502,6 +502,13 @@ MUTANTS: list[Mutant] = [
         "sweep rows given the pre-training record of another β",
         ("test_theory_protocols.py", "test_precision.py"),
     ),
+    M(
+        "theory/finetune.py",
+        "            if round_ == 1:\n",
+        "            if round_ == 3:\n",
+        "later rounds of the fixed point keep the warm-started (path-dependent) proximal map",
+        ("test_precision.py",),
+    ),
     # ---------------------------------------------------------------- equivalent by design
     M(
         "theory/newton.py",
