@@ -504,8 +504,8 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "theory/finetune.py",
-        "            if round_ == 1:\n",
-        "            if round_ == 3:\n",
+        "            every = not fell_back\n",
+        "            every = False\n",
         "later rounds of the fixed point keep the warm-started (path-dependent) proximal map",
         ("test_precision.py",),
     ),

@@ -69,6 +69,9 @@ def pooled_relative_variance(
     non-zero mean, leaving out the points listed in ``exclude`` (rows of ``keys``: those whose
     theory value is 0, where a relative spread means nothing); returns (relative variance,
     degrees of freedom)."""
+    # only the columns used, consolidated: the tables of many records are fragmented frames,
+    # and merging one made pandas print a PerformanceWarning per call in every notebook
+    sim = sim[list(dict.fromkeys([*keys, "D", column]))].copy()
     if exclude is not None and len(exclude):
         drop = sim.merge(exclude[keys].drop_duplicates(), on=keys, how="left", indicator=True)
         sim = sim[(drop["_merge"] == "left_only").to_numpy()]
