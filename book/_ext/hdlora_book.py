@@ -3,6 +3,10 @@
 * The library's docstrings are NumPy-style plain text written for a terminal, not for
   reStructuredText: ``|x|`` is an absolute value there, not a substitution. Before autodoc parses
   a docstring, ``|`` outside inline literals is escaped, so it prints as written.
+* NumPy sections written as ``name : what it is`` (a description, not a type, on the name's
+  line, as the library writes them): before napoleon reads a docstring, the text after `` : ``
+  goes to the description, and a paragraph after a field list at the left margin gets a
+  ``Notes`` heading (napoleon would read its lines as more fields).
 * MathJax on every page (Sphinx adds it only to pages with equations in their body): the side
   bar lists the pages by title, and some titles hold math (Figure 1's λ).
 * Display math: Sphinx wraps an equation that contains ``\\\\`` (a matrix row, say) in
@@ -31,6 +35,42 @@ def escape_bars(line: str) -> str:
 
 def process_docstring(app, what, name, obj, options, lines: list[str]) -> None:
     lines[:] = [escape_bars(line) for line in lines]
+
+
+FIELD = re.compile(r"^(\*{0,2}[A-Za-z_]\w*(?:, \*{0,2}[A-Za-z_]\w*)*) : (.*)$")
+FIELD_SECTIONS = {"Parameters", "Other Parameters", "Attributes", "Keyword Arguments"}
+
+
+def numpy_fields(lines: list[str]) -> list[str]:
+    """``name : text`` → ``name`` + ``text`` as the description in the field sections, and a
+    ``Notes`` heading before a paragraph that follows a field list at the left margin."""
+    out: list[str] = []
+    in_fields = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        underline = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if line.strip() and underline and set(underline) == {"-"}:
+            in_fields = line.strip() in FIELD_SECTIONS
+            out += [line, lines[i + 1]]
+            i += 2
+            continue
+        if in_fields and line and not line[0].isspace():
+            match = FIELD.match(line)
+            if match:
+                out += [match.group(1), "    " + match.group(2)]
+                i += 1
+                continue
+            if out and not out[-1].strip():
+                out += ["Notes", "-----"]
+                in_fields = False
+        out.append(line)
+        i += 1
+    return out
+
+
+def reshape_fields(app, what, name, obj, options, lines: list[str]) -> None:
+    lines[:] = numpy_fields(lines)
 
 
 def split_with_tag(part: str) -> str:
@@ -86,6 +126,7 @@ def install_math_renderer(app) -> None:
 
 
 def setup(app):
+    app.connect("autodoc-process-docstring", reshape_fields, priority=100)  # before napoleon
     app.connect("autodoc-process-docstring", process_docstring)
     app.setup_extension("sphinx.ext.mathjax")
     app.connect("builder-inited", install_math_renderer, priority=900)

@@ -5,7 +5,9 @@ The BO overlap Q_BO ∈ [0, Q0] with the extensive target solves two equations:
 * input channel, eq. (87), with η² = 1/Q̂ (the law μ_{1/Q̂} of Y = S*/√D + Q̂^{-1/2} Z is the
   free convolution of μ0 with the semicircle of *variance* 1/Q̂, i.e. radius 2/√Q̂ — the
   subscript of μ in (87) is a variance, not the radius of :mod:`hdlora.theory.spectral`'s μ_η):
+
       Q = Q0 − mmse(Q̂),   mmse(Q̂) = 1/Q̂ − (4π²/3) Q̂⁻² ∫ μ_{1/Q̂}(t)³ dt;
+
 * output channel, eq. (89), softmax: Q̂ = α (T² + T − 2)/(Q0 + Δ/2 − Q).
 
 Substituting the second into the first gives one scalar equation F(Q) = Q0 − mmse(Q̂(Q)) − Q = 0,

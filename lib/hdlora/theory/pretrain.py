@@ -4,10 +4,13 @@ The fixed point is sought in x = (Q, M, V). One evaluation of the map x ↦ G(x)
 
 1. output channel, eqs. (46)–(51): with A0 = Q0 + Δ/2, B = Q − M²/A0, s_ab = 1 + δ_ab and
    fixed standard Gaussians g_ab, ζ_ab (one set per solve: common random numbers),
+
        z*_ab = √(s A0) g_ab,   z̃_ab = √s (M/√A0 g_ab + √B ζ_ab),   h = Prox(z*, z̃),
        M̂ = (2α/V) E Σ_{a≤b} (h − z̃)_ab/√s (g/√A0 − M ζ/(A0 √B)),
        Q̂ = (2α/V²) E Σ (h − z̃)²/s,     V̂ = −(2α/(V√B)) E Σ (h − z̃)/√s ζ;
+
 2. input channel, eqs. (48), (52)–(54): η = √Q̂/M̂, ε = 2√κ λ/M̂,
+
        Q = M̂²/V̂² J,   V = J1/(2 V̂ η),   M = M̂/(2V̂) (2J − η J1 − ε J2).
 
 Errors (Result 3): the test error (55) E‖σ(z̃) − σ(z*)‖²_F ((z*, z̃) ~ 𝒬 is the test law) and the
