@@ -145,3 +145,123 @@ def test_with_replicon_flags_the_points_whose_replicon_is_at_least_one():
         True,
         True,
     ]
+
+
+def test_a_table_is_rewritten_only_beyond_the_stated_tolerance(tmp_path):
+    path = tmp_path / "t.csv"
+    x = [1.0, 2e-12, math.nan, math.inf]
+    io.write_table(pd.DataFrame({"x": x, "s": list("abcd")}), path)
+    os.utime(path, (0, 0))
+    noise = [1.0 + 3e-10, 2e-12 * (1 + 1e-10), math.nan, math.inf]  # rounding noise
+    io.write_table(pd.DataFrame({"x": noise, "s": list("abcd")}), path)
+    assert os.stat(path).st_mtime == 0 and pd.read_csv(path)["x"].iloc[0] == 1.0
+    for changed in (
+        pd.DataFrame({"x": [1.0 + 3e-9, *x[1:]], "s": list("abcd")}),  # beyond 1e-9
+        pd.DataFrame({"x": x, "s": list("abce")}),  # a text cell
+        pd.DataFrame({"x": x, "t": list("abcd")}),  # a column name
+        pd.DataFrame({"x": x[:3], "s": list("abc")}),  # the shape
+        pd.DataFrame({"x": [1.0, 3e-12, math.nan, math.inf], "s": list("abcd")}),  # a small number
+    ):
+        os.utime(path, (0, 0))
+        io.write_table(changed, path)
+        assert os.stat(path).st_mtime != 0, changed
+        assert io.same_table(pd.read_csv(path), changed)
+    # a quantity known to sit at rounding level is compared with an absolute tolerance
+    io.write_table(pd.DataFrame({"g": [1e-13]}), path)
+    os.utime(path, (0, 0))
+    io.write_table(pd.DataFrame({"g": [3e-13]}), path, atol=1e-11)
+    assert os.stat(path).st_mtime == 0
+    # the optimiser's path is not a result: a table that differs only there is kept
+    sim = pd.DataFrame({"overlap": [0.9], "n_iter": [154], "info_ft_start0_grad_max": [8e-7]})
+    io.write_table(sim, path)
+    os.utime(path, (0, 0))
+    path_only = sim.assign(n_iter=155, info_ft_start0_grad_max=9e-7)
+    io.write_table(path_only, path, rtol=io.SIMULATION_RTOL, ignore=io.OPTIMISER_DIAGNOSTICS)
+    assert os.stat(path).st_mtime == 0
+    io.write_table(path_only, path, rtol=io.SIMULATION_RTOL)  # compared when not ignored
+    assert os.stat(path).st_mtime != 0
+    os.utime(path, (0, 0))
+    moved = path_only.assign(overlap=0.9 * (1 + 2e-6))
+    io.write_table(moved, path, rtol=io.SIMULATION_RTOL, ignore=io.OPTIMISER_DIAGNOSTICS)
+    assert os.stat(path).st_mtime != 0
+
+
+def test_a_figure_is_rewritten_only_when_its_picture_changes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def draw(y):
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([0, 1, 2], y)
+        return fig
+
+    stem = tmp_path / "f"
+    io.save_figure(draw([0, 1, 0]), stem)
+    for ext in ("pdf", "png"):
+        os.utime(stem.with_suffix(f".{ext}"), (0, 0))
+    io.save_figure(draw([0, 1 + 1e-12, 0]), stem)  # the same picture: both files kept
+    assert all(os.stat(stem.with_suffix(f".{e}")).st_mtime == 0 for e in ("pdf", "png"))
+    io.save_figure(draw([0, 1, 1]), stem)  # another picture: both rewritten
+    assert all(os.stat(stem.with_suffix(f".{e}")).st_mtime != 0 for e in ("pdf", "png"))
+    plt.close("all")
+
+
+def _fake_module(tmp_path, monkeypatch, body):
+    pkg = tmp_path / "fakepkg_stale"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "solver.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tables._imports.cache_clear()
+    tables._normalised_source.cache_clear()
+    import importlib
+    import sys
+
+    sys.modules.pop("fakepkg_stale.solver", None)
+    return importlib.import_module("fakepkg_stale.solver")
+
+
+def test_stale_tables_finds_a_table_whose_code_changed_without_recomputing(tmp_path, monkeypatch):
+    body = (
+        "from hdlora import Observables\n\n"
+        "def solve(params, seed=0, progress=None):\n"
+        "    return Observables(params=params, source='theory', test_error=params.lam, seed=seed)\n"
+    )
+    module = _fake_module(tmp_path, monkeypatch, body)
+    run = Run("nb", tmp_path / "out", "smoke")
+    run.solve("tab", module.solve, [Params(lam=0.1)])
+    run.table("other", lambda: pd.DataFrame({"x": [1]}), code=tables.code_version(module.solve))
+    run.write(pd.DataFrame({"y": [1]}), "uncached")  # no key: not a cached table
+    data = run.data_dir
+    assert (data / "provenance" / "tab.json").exists()
+    assert tables.stale_tables(data) == {}
+    # a planted change of the solver's code: both tables that name it are stale, nothing reruns
+    _fake_module(tmp_path, monkeypatch, body.replace("test_error=params.lam", "test_error=2"))
+    stale = tables.stale_tables(data)
+    assert set(stale) == {"tab.csv", "other.csv"} and "fakepkg_stale.solver" in stale["tab.csv"]
+    # recomputed with the new code (as `make figures` would): current again
+    module = importlib_reload("fakepkg_stale.solver")
+    run.solve("tab", module.solve, [Params(lam=0.1)])
+    run.table("other", lambda: pd.DataFrame({"x": [1]}), code=tables.code_version(module.solve))
+    assert tables.stale_tables(data) == {}
+    # a table derived from cached ones (their keys in its cache_key column) is current with them
+    joined = pd.concat([pd.read_csv(data / "tab.csv"), pd.read_csv(data / "other.csv")])
+    run.write(joined, "joined")
+    assert tables.stale_tables(data) == {}
+    # a table whose key was edited by hand, and a derived table whose source went, are reported
+    df = pd.read_csv(data / "tab.csv").assign(cache_key="0123456789abcdef")
+    df.to_csv(data / "tab.csv", index=False)
+    (data / "provenance" / "other.json").unlink()
+    (data / "other.csv").unlink()
+    stale = tables.stale_tables(data)
+    assert set(stale) == {"tab.csv", "joined.csv"} and "differs" in stale["tab.csv"]
+
+
+def importlib_reload(name):
+    import importlib
+    import sys
+
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)

@@ -6,16 +6,46 @@ Every notebook writes under one output folder ``out_dir``: tidy tables to ``out_
 updated; any other run (papermill by hand, ``make test``) defaults to
 ``build/runs/<notebook>/`` and never touches tracked files.
 
-A write whose bytes equal the file already there leaves the file alone (a rerun with nothing
-changed writes nothing).
+A write leaves the file already there alone when its content is the same within a stated
+tolerance, so that a rerun, another BLAS or another thread count leaves the repository as it
+found it:
+
+* a table (:func:`write_table`) is rewritten only when a column, the shape, a text cell or a
+  number changes beyond ``rtol`` (:data:`TABLE_RTOL` = 1e-9 relative by default) and ``atol``.
+  Numbers measured on weights trained by L-BFGS are known only to the optimiser's tolerance, so
+  such tables state :data:`SIMULATION_RTOL` and leave the optimiser's path and stopping state
+  (:data:`OPTIMISER_DIAGNOSTICS`: iteration counts, gradient norms at the stopping tolerance,
+  gaps between starts at rounding level) out of the comparison;
+* a figure (:func:`save_figure`) is rewritten (PDF and PNG together) only when its PNG rendering
+  changes: another size, or a pixel channel off by more than :data:`FIGURE_PIXEL_TOL`.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: relative tolerance under which a number of a table counts as unchanged (rounding noise)
+TABLE_RTOL = 1e-9
+#: relative tolerance of numbers measured on a trained simulation: L-BFGS stops at a gradient
+#: norm of 1e-6, and one iteration more or less (another BLAS, another thread count) moves the
+#: minimiser by ~1e-8 relative
+SIMULATION_RTOL = 1e-6
+#: columns of a simulation record that describe the optimiser's path, not the result: compared
+#: by no table (a regular expression matched against the whole column name)
+OPTIMISER_DIAGNOSTICS = (
+    r"residual|n_iter|wall_time"
+    r"|info_\w*(grad_max|n_iter|n_evals|_gap|_gap_rel)"
+    r"|info_\w*start\d+_\w+"
+)
+#: largest change of one PNG channel (0–1 scale) under which a figure counts as unchanged
+FIGURE_PIXEL_TOL = 2 / 255
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -66,19 +96,86 @@ def write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return path
 
 
-def write_table(df, path: str | os.PathLike) -> Path:
-    """Write a pandas DataFrame to CSV atomically (nothing is written if unchanged)."""
-    return write_bytes(path, df.to_csv(index=False).encode())
+def same_table(
+    old: pd.DataFrame,
+    new: pd.DataFrame,
+    *,
+    rtol: float = TABLE_RTOL,
+    atol: float = 0.0,
+    ignore: str | None = None,
+) -> bool:
+    """True when ``new`` equals ``old`` up to rounding: the same columns in the same order, the
+    same shape, equal text cells and numbers within ``|a - b| <= atol + rtol |b|`` (NaN equals
+    NaN, ±inf equals itself). Columns whose name matches the regular expression ``ignore`` are
+    not compared."""
+    if list(old.columns) != list(new.columns) or old.shape != new.shape:
+        return False
+    for column in old.columns:
+        if ignore is not None and re.fullmatch(ignore, str(column)):
+            continue
+        a, b = old[column], new[column]
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
+            if not np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+                return False
+        elif not (a.astype(str).to_numpy() == b.astype(str).to_numpy()).all():
+            return False
+    return True
 
 
-def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
-    """Save a matplotlib figure as ``stem.pdf`` and ``stem.png`` atomically (same figure, same
-    bytes: no creation date in the metadata)."""
+def write_table(
+    df,
+    path: str | os.PathLike,
+    *,
+    rtol: float = TABLE_RTOL,
+    atol: float = 0.0,
+    ignore: str | None = None,
+) -> Path:
+    """Write a pandas DataFrame to CSV atomically, unless the file already holds the same
+    table within ``rtol``/``atol`` outside the columns ``ignore`` (:func:`same_table`): rounding
+    noise rewrites nothing."""
+    path = Path(path)
+    text = df.to_csv(index=False)
+    if path.exists():
+        try:
+            old = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            old = None
+        new = pd.read_csv(io.StringIO(text)) if len(df.columns) else None
+        same = old is not None and new is not None
+        if same and same_table(old, new, rtol=rtol, atol=atol, ignore=ignore):
+            return path
+    return write_bytes(path, text.encode())
+
+
+def _same_picture(old_png: bytes, new_png: bytes, tol: float) -> bool:
+    """True when two PNG images have the same size and no channel differs by more than tol."""
+    import matplotlib.image as mpimg
+
+    try:
+        a = mpimg.imread(io.BytesIO(old_png), format="png")
+    except (OSError, ValueError, SyntaxError):
+        return False
+    b = mpimg.imread(io.BytesIO(new_png), format="png")
+    return a.shape == b.shape and float(np.max(np.abs(a - b), initial=0.0)) <= tol
+
+
+def save_figure(fig, stem: str | os.PathLike, *, pixel_tol: float = FIGURE_PIXEL_TOL) -> list[Path]:
+    """Save a matplotlib figure as ``stem.pdf`` and ``stem.png`` atomically (no creation date in
+    the metadata). Both files are left alone when the PNG already there shows the same picture
+    (:func:`_same_picture` within ``pixel_tol``) and the PDF exists."""
     stem = Path(stem)
-    out = []
+    rendered = {}
     for ext in ("pdf", "png"):
         meta = {"CreationDate": None} if ext == "pdf" else {}
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
-        out.append(write_bytes(stem.with_suffix(f".{ext}"), buf.getvalue()))
-    return out
+        rendered[ext] = buf.getvalue()
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    if (
+        png.exists()
+        and pdf.exists()
+        and _same_picture(png.read_bytes(), rendered["png"], pixel_tol)
+    ):
+        return [pdf, png]
+    return [write_bytes(stem.with_suffix(f".{ext}"), payload) for ext, payload in rendered.items()]

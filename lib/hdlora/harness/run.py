@@ -22,7 +22,7 @@ import pandas as pd
 
 from hdlora.harness.io import output_dirs, repo_root, save_figure, write_table
 from hdlora.harness.profiles import check_profile, choose
-from hdlora.harness.tables import cache_key, cached, run_table, snapshot_code
+from hdlora.harness.tables import cached, provenance, run_table, snapshot_code
 from hdlora.params import Params
 
 
@@ -47,10 +47,11 @@ class Run:
         return choose(self.profile, smoke=smoke, quick=quick, paper=paper)
 
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **key) -> pd.DataFrame:
-        """``compute()`` cached as ``data/<name>.csv`` under :func:`cache_key` of ``key``."""
+        """``compute()`` cached as ``data/<name>.csv`` under :func:`cache_key` of ``key``, with its
+        provenance record in ``data/provenance/<name>.json``."""
         return cached(
             self.data_dir / f"{name}.csv",
-            cache_key(table=name, **key),
+            provenance(table=name, **key),
             compute,
             recompute=self.recompute,
             also_from=self._also_from,
@@ -80,9 +81,11 @@ class Run:
             kwargs=kwargs,
         )
 
-    def write(self, df: pd.DataFrame, name: str) -> None:
-        """Write ``df`` as ``data/<name>.csv`` (atomic; unchanged bytes are not rewritten)."""
-        write_table(df, self.data_dir / f"{name}.csv")
+    def write(self, df: pd.DataFrame, name: str, **tolerance) -> None:
+        """Write ``df`` as ``data/<name>.csv`` (atomic; a table equal up to ``tolerance``, the
+        ``rtol``/``atol``/``ignore`` of :func:`hdlora.harness.io.write_table`, is not
+        rewritten)."""
+        write_table(df, self.data_dir / f"{name}.csv", **tolerance)
 
     def save(self, fig, name: str) -> None:
         """Save ``fig`` as ``figures/<name>.pdf`` and ``.png`` (the notebook shows it inline)."""

@@ -11,6 +11,12 @@ result record. The result is tidy: one row per evaluation, parameters as columns
 ``cache_key`` column equals the hash of what produced it — the points, the keyword arguments
 and :func:`code_version` of the library modules the solver imports — so that a changed point,
 seed or solver recomputes, and restyling a plot never does.
+
+Each cached table has a provenance record beside it, ``data/provenance/<name>.json``: its key,
+the description that was hashed into the key, and the code version of every library module
+that entered the key. :func:`stale_tables` compares those versions with the code as it is now,
+without recomputing anything: a library change that would recompute a committed table is found
+by the unit tests until the table is recomputed (``make figures``) and committed.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from hdlora.harness.io import write_table
+from hdlora.harness.io import write_bytes, write_table
 from hdlora.harness.progress import progress_enabled
 from hdlora.params import Params
 
@@ -102,25 +108,43 @@ def snapshot_code() -> None:
                 continue
 
 
-def code_version(solver: Callable | str) -> str:
+class CodeVersion(str):
+    """A code version (the hash string itself) that remembers the module it was taken of, so
+    that a key built from it can be checked against the code later (:func:`stale_tables`)."""
+
+    module: str
+
+    def __new__(cls, version: str, module: str) -> CodeVersion:
+        obj = super().__new__(cls, version)
+        obj.module = module
+        return obj
+
+
+def code_version(solver: Callable | str) -> CodeVersion:
     """A short hash of the code of ``solver``'s module and of every hdlora module it imports."""
     module = solver if isinstance(solver, str) else solver.__module__
     h = hashlib.sha256()
     for name in module_closure(module):
         h.update(name.encode())
         h.update(_normalised_source(name).encode())
-    return h.hexdigest()[:16]
+    return CodeVersion(h.hexdigest()[:16], module)
 
 
-def _canonical(value):
+def _canonical(value, code: dict[str, str]):
+    """JSON-ready form of ``value``; every code version met is recorded in ``code``."""
     if isinstance(value, Params):
         return {"Params": value.to_dict()}
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+        return {str(k): _canonical(v, code) for k, v in sorted(value.items())}
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, code) for v in value]
+    if isinstance(value, CodeVersion):
+        code[value.module] = str(value)
+        return str(value)
     if callable(value):
-        return f"{value.__module__}.{value.__qualname__}@{code_version(value)}"
+        version = code_version(value)
+        code[version.module] = str(version)
+        return f"{value.__module__}.{value.__qualname__}@{version}"
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if hasattr(value, "item"):  # numpy scalars
@@ -128,16 +152,91 @@ def _canonical(value):
     return value
 
 
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def provenance(**what) -> dict:
+    """The provenance record of a computation: ``key`` (:func:`cache_key`), ``description`` (the
+    JSON that was hashed) and ``code`` (module → :func:`code_version` of each code in it)."""
+    code: dict[str, str] = {}
+    text = json.dumps(_canonical(what, code), sort_keys=True, default=repr)
+    return {"key": _hash(text), "description": json.loads(text), "code": dict(sorted(code.items()))}
+
+
 def cache_key(**what) -> str:
     """Hash of a description of a computation (points, solver, keyword arguments): callables
     count by name and :func:`code_version`, :class:`Params` by value."""
-    text = json.dumps(_canonical(what), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return provenance(**what)["key"]
+
+
+def provenance_path(table: str | Path) -> Path:
+    """Where the provenance record of the table ``<folder>/<name>.csv`` lives."""
+    table = Path(table)
+    return table.parent / "provenance" / f"{table.stem}.json"
+
+
+def write_provenance(table: str | Path, record: Mapping) -> Path:
+    """Write the provenance record of ``table`` (atomic; unchanged bytes are not rewritten)."""
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    return write_bytes(provenance_path(table), text.encode())
+
+
+def _stale_reason(csv: Path, record: Mapping) -> str | None:
+    """Why the committed ``csv`` is not what the current code would key it with, or None."""
+    keys = set(pd.read_csv(csv, usecols=["cache_key"])["cache_key"].astype(str))
+    if keys != {record["key"]}:
+        return f"its cache_key {sorted(keys)} differs from its provenance key {record['key']}"
+    if _hash(json.dumps(record["description"], sort_keys=True)) != record["key"]:
+        return "its provenance description does not hash to its key"
+    for module, version in record["code"].items():
+        try:
+            now = code_version(module)
+        except (ImportError, AttributeError, ValueError, OSError) as err:
+            return f"the module {module} of its key cannot be read ({err})"
+        if now != version:
+            return f"the code of {module} (or of a module it imports) changed since it was computed"
+    return None
+
+
+def stale_tables(data_dir: str | Path) -> dict[str, str]:
+    """The cached tables of ``data_dir`` that the current code would not reuse, with the reason:
+    ``{file name: reason}`` (empty when every table is current). A table with a ``cache_key``
+    column and no provenance record of its own is derived from cached tables (a figure's table
+    that joins theory and simulation): each of its keys must be the key of a current cached
+    table of ``data_dir``. Nothing is recomputed."""
+    data_dir = Path(data_dir)
+    stale, derived, current = {}, [], set()
+    for csv in sorted(data_dir.glob("*.csv")):
+        if "cache_key" not in pd.read_csv(csv, nrows=0).columns:
+            continue
+        path = provenance_path(csv)
+        if not path.exists():
+            derived.append(csv)
+            continue
+        record = json.loads(path.read_text())
+        reason = _stale_reason(csv, record)
+        if reason is None:
+            current.add(record["key"])
+        else:
+            stale[csv.name] = reason
+    for csv in derived:
+        keys = set(pd.read_csv(csv, usecols=["cache_key"])["cache_key"].dropna().astype(str))
+        unknown = sorted(keys - current)
+        if unknown or not keys:
+            stale[csv.name] = (
+                f"it is derived from cached tables, but its cache_key(s) {unknown} are the key "
+                "of no current cached table (or it has none)"
+            )
+    for path in sorted((data_dir / "provenance").glob("*.json")):
+        if not (data_dir / f"{path.stem}.csv").exists():
+            stale[path.name] = "a provenance record without its table"
+    return stale
 
 
 def cached(
     path: str | Path,
-    key: str,
+    key: str | Mapping,
     compute: Callable[[], pd.DataFrame],
     *,
     recompute: bool = False,
@@ -145,19 +244,31 @@ def cached(
 ) -> pd.DataFrame:
     """The table at ``path`` if its ``cache_key`` column equals ``key``; else the same file name
     in a folder of ``also_from`` (e.g. the committed ``data/``) with that key, copied to
-    ``path``; else ``compute()``, tagged with ``key`` and written. ``recompute`` ignores caches."""
+    ``path``; else ``compute()``, tagged with ``key`` and written. ``recompute`` ignores caches.
+    ``key`` may be a :func:`provenance` record, which is then written beside the table."""
     path = Path(path)
+    record = key if isinstance(key, Mapping) else None
+    key = record["key"] if record is not None else key
+    df = None
     if not recompute:
         for candidate in [path, *(Path(d) / path.name for d in also_from)]:
             if candidate.exists():
-                df = pd.read_csv(candidate)
-                if "cache_key" in df and len(df) and (df["cache_key"].astype(str) == key).all():
+                found = pd.read_csv(candidate)
+                if (
+                    "cache_key" in found
+                    and len(found)
+                    and (found["cache_key"].astype(str) == key).all()
+                ):
+                    df = found
                     if candidate != path:
                         write_table(df, path)
-                    return df
-    df = compute().assign(cache_key=key)
-    write_table(df, path)
-    return pd.read_csv(path)  # the same dtypes whether computed or loaded
+                    break
+    if df is None:
+        write_table(compute().assign(cache_key=key), path)
+        df = pd.read_csv(path)  # the same dtypes whether computed or loaded
+    if record is not None:
+        write_provenance(path, record)
+    return df
 
 
 def run_table(

@@ -1,0 +1,34 @@
+"""The committed results match the committed code: every cached table under data/ carries the key
+that the current library would give it (its provenance record names the code versions that went
+into the key), so a library change that moves a cached number fails here until the table is
+recomputed by `make figures` and committed. Nothing is recomputed."""
+
+from hdlora.harness.io import repo_root
+from hdlora.harness.tables import stale_tables
+
+
+def test_every_cached_table_under_data_matches_the_current_code():
+    data = repo_root() / "data"
+    stale = stale_tables(data)
+    lines = "\n".join(f"  data/{name}: {why}" for name, why in stale.items())
+    assert not stale, (
+        f"{len(stale)} committed table(s) would be recomputed by the current code:\n{lines}\n"
+        "Run `make figures` and commit data/ (and figures/)."
+    )
+
+
+def test_the_readme_states_the_recorded_fresh_clone_runs():
+    """The README's sentence about a fresh clone's `make figures` is the one that
+    tools/fresh_clone.py writes from bench/results/fresh_clone.json (never typed by hand)."""
+    import importlib.util
+    import json
+
+    root = repo_root()
+    spec = importlib.util.spec_from_file_location("fresh_clone", root / "tools" / "fresh_clone.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    record = root / "bench" / "results" / "fresh_clone.json"
+    runs = json.loads(record.read_text()) if record.exists() else []
+    start, end = tool.README_MARKERS
+    readme = (root / "README.md").read_text()
+    assert readme[readme.index(start) + len(start) : readme.index(end)] == tool.sentence(runs)
