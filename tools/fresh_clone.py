@@ -79,16 +79,13 @@ def sentence(runs: list[dict]) -> str:
     clauses = []
     for r in runs:
         steps = ", then ".join(f"`make {t}` {s:.0f} s" for t, s in r["seconds"].items())
-        where = "the same clone, every notebook again" if r["reused_clone"] else "a fresh clone"
-        threads = f" with {r['threads']} thread(s)" if r["threads"] else ""
-        left = (
-            "left `git status --porcelain` empty"
-            if not r["modified_files"]
-            else (f"left {len(r['modified_files'])} file(s) modified")
-        )
+        where = "the same clone, every notebook rerun" if r["reused_clone"] else "a fresh clone"
+        threads = f", {r['threads']} thread(s) for OMP/MKL/OpenBLAS" if r["threads"] else ""
+        n_modified = len(r["modified_files"])
+        left = f"{n_modified} file(s) modified" if n_modified else "nothing (a clean clone)"
         clauses.append(
-            f"{where} of {r['commit'][:7]}{threads} ({r['date']}, {r['machine']}): {steps}; "
-            f"it {left}"
+            f"{where} (commit {r['commit'][:7]}{threads}; {r['date']}, {r['machine']}): "
+            f"{steps}; `git status --porcelain` then listed {left}"
         )
     return "; ".join(clauses) + "."
 
