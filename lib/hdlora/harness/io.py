@@ -38,7 +38,9 @@ TABLE_RTOL = 1e-9
 #: minimiser by ~1e-8 relative
 SIMULATION_RTOL = 1e-6
 #: columns of a simulation record that describe the optimiser's path, not the result: compared
-#: by no table (a regular expression matched against the whole column name)
+#: by no table (a regular expression matched against the whole column name; see the source)
+#:
+#: :meta hide-value:
 OPTIMISER_DIAGNOSTICS = (
     r"residual|n_iter|wall_time"
     r"|info_\w*(grad_max|n_iter|n_evals|_gap|_gap_rel)"
