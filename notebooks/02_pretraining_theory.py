@@ -288,9 +288,12 @@ agreement[cols].round(4)
 #    simulation's from that point's own seeds) must stay below the Bonferroni threshold of
 #    Student's $t$ with the point's degrees of freedom, at a family-wise error of 0.5%;
 # 2. **per observable**, the mean relative deviation over the points must stay below its
-#    Bonferroni threshold (0.5%) in units of its standard error, computed with the *pooled*
-#    relative variance of all seeds of that observable (many degrees of freedom): this part
-#    catches a bias common to all points — a factor, a normalisation — even with few seeds.
+#    Bonferroni threshold (0.5%) in units of its standard error: this part catches a bias
+#    common to all points — a factor, a normalisation. Seed $s$ draws one teacher for every
+#    point, so the points' deviations are correlated (a teacher with an unlucky norm moves them
+#    all); the standard error is therefore the spread, across the independent seeds, of each
+#    seed's mean deviation over the points ($n_{\rm seeds}-1$ degrees of freedom,
+#    `hdlora.harness.agreement.mean_deviation_se`).
 #
 # Non-finite values fail; exact zeros (the zero predictor's $Q=M=0$ at every $D$) are excluded
 # and counted. The **power** printed below is the smallest uniform relative bias of the theory

@@ -217,8 +217,8 @@ rep.round(4)
 # %% [markdown]
 # Agreement criterion (fixed in advance, as for the pre-training, `hdlora.harness.agreement`):
 # every $|z|$ below its Bonferroni Student-$t$ threshold, and for each observable the mean
-# relative deviation over the points within its Bonferroni threshold in units of its pooled
-# standard error. Comparisons where simulation and theory are both exactly zero (the frozen
+# relative deviation over the points within its Bonferroni threshold in units of its standard
+# error across seeds (the points share their seeds' teachers). Comparisons where simulation and theory are both exactly zero (the frozen
 # baseline's $q=m=0$) are excluded and counted; the power is the smallest uniform bias of the
 # theory that the check rejects.
 

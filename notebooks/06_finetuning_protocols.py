@@ -35,8 +35,8 @@
 #    the teacher $w^*$, a validation device) at the replicon-stable validation points?
 #
 # Every agreement uses the criterion of notebooks 02–03 (`hdlora.harness.agreement`): per
-# point a Bonferroni Student-$t$ test on the pooled standard errors, per observable a test of a
-# common relative bias.
+# point a Bonferroni Student-$t$ test on the point's own seeds, per observable a test of a
+# common relative bias with the standard error across seeds.
 #
 # Parameters (papermill): `T`, `activation`, `lam_ft`, `alpha_ft`; the effective pre-trainings
 # `points` (Δ, Δ_eff) with `M`; the active `rhos` at (`active_Delta`, `active_delta_eff`); the

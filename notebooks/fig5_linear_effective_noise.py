@@ -208,8 +208,8 @@ assert profile == "smoke" or readings["holds"].all(), readings
 #
 # At each simulated point: the simulations' mean over runs against the theory at the same
 # $(\alpha',\Delta_{\rm eff})$ (the theory evaluated again exactly there), with the two-part
-# criterion of `hdlora.harness.agreement.check_agreement` (a $z$-score on the pooled standard
-# errors, and a relative tolerance for the finite-$D$ bias).
+# criterion of `hdlora.harness.agreement.check_agreement` (a $z$-score per point, and per
+# observable the mean relative deviation against its standard error across seeds).
 
 # %%
 from hdlora.harness.agreement import (  # noqa: E402

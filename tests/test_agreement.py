@@ -20,10 +20,19 @@ KEYS = ["lam"]
 OBS = ["err", "q"]
 
 
-def synthetic(rng, n_points=7, Ds=(40, 80), n_seeds=4, cv=(0.06, 0.15), extra=None):
-    """Simulations with a 1/D finite-size trend and per-seed relative noise ``cv`` (the smoke
-    profile's spreads: ~6 % on errors, ~15 % on q), and the exact D → ∞ theory."""
+def synthetic(
+    rng, n_points=7, Ds=(40, 80), n_seeds=4, cv=(0.06, 0.15), shared=0.0, finite_size=None
+):
+    """Simulations with a finite-size trend and per-run relative noise ``cv`` (the smoke
+    profile's spreads: ~6 % on errors, ~15 % on q), and the exact D → ∞ theory.
+
+    ``finite_size(D)`` is the relative finite-D term (default 3/D, which the 1/D fit removes).
+    ``shared`` is the relative spread of an effect drawn once per (seed, D) and shared by every
+    point of that seed, as a teacher with an unlucky norm is: Fig. 3's seeds 0 and 1 draw
+    ‖w*‖²/D = 0.69 and 0.82 at D = 100, where √(2/D) = 0.14."""
+    finite_size = (lambda D: 3.0 / D) if finite_size is None else finite_size
     truth = {"err": rng.uniform(0.2, 1.0, n_points), "q": rng.uniform(0.3, 0.9, n_points)}
+    teacher = {(s, D): rng.standard_normal() for s in range(n_seeds) for D in Ds}
     rows, th = [], []
     for i in range(n_points):
         lam = 0.01 * (i + 1)
@@ -32,7 +41,7 @@ def synthetic(rng, n_points=7, Ds=(40, 80), n_seeds=4, cv=(0.06, 0.15), extra=No
             for s in range(n_seeds):
                 row = {"lam": lam, "D": D, "seed": s}
                 for k, c in zip(OBS, cv, strict=True):
-                    mean = truth[k][i] * (1 + 3.0 / D)  # the finite-D bias, removed by the fit
+                    mean = truth[k][i] * (1 + finite_size(D) + shared * teacher[s, D])
                     row[k] = mean * (1 + c * rng.standard_normal())
                 rows.append(row)
     sim, theory = pd.DataFrame(rows), pd.DataFrame(th)
@@ -48,28 +57,101 @@ def test_threshold_is_bonferroni_student_t():
         agreement_threshold(0, 3)
 
 
-def test_right_theory_passes_and_ten_percent_bias_fails():
+def _rates(datasets, biases=(), **kw):
+    """(false alarms of the right theory, passes of each biased theory) over ``datasets``."""
+    false_alarms, missed = 0, 0
+    for sim, theory in datasets:
+        if not check_agreement(agreement_table(sim, theory, KEYS, OBS), **kw).passed:
+            false_alarms += 1
+        for b in biases:
+            biased = inject_bias(theory, OBS, b)
+            missed += check_agreement(agreement_table(sim, biased, KEYS, OBS), **kw).passed
+    return false_alarms, missed
+
+
+def test_right_theory_passes_and_a_twenty_percent_bias_fails():
     """The smoke profile's design (8 points, D = 40, 80, 6 seeds each), 40 synthetic data sets:
     the right theory passes (the family-wise error is 1 %: expected 0.4 false alarms, 2
-    allowed) and a uniform ±10 % bias of the theory fails in at least 95 % of the 80 cases."""
+    allowed) and a uniform ±20 % bias of the theory fails in at least 95 % of the 80 cases.
+    The per-observable part has 6 − 1 degrees of freedom (the seeds), so 10 % is not resolved
+    by 6 runs with 15 % spreads: the notebooks print the power of their own data."""
     rng = np.random.default_rng(0)
-    false_alarms, missed = 0, 0
-    for _ in range(40):
-        sim, theory = synthetic(rng, n_points=8, n_seeds=6)
-        if not check_agreement(agreement_table(sim, theory, KEYS, OBS)).passed:
-            false_alarms += 1
-        for b in (0.1, -0.1):
-            biased = inject_bias(theory, OBS, b)
-            if check_agreement(agreement_table(sim, biased, KEYS, OBS)).passed:
-                missed += 1
+    false_alarms, missed = _rates(
+        [synthetic(rng, n_points=8, n_seeds=6) for _ in range(40)], biases=(0.2, -0.2)
+    )
     assert false_alarms <= 2
     assert missed <= 4
 
 
-def test_power_is_reported_and_below_ten_percent():
+def test_power_is_reported_and_resolves_the_seeds_spread():
+    """6 seeds, 15 % spread per run, extrapolated from D = 40, 80 (the intercept 2y₈₀ − y₄₀ has
+    √5 × the spread): the mean over 8 points of one seed spreads by ≈ 15 % · √5/√8 ≈ 12 %, the
+    mean of 6 seeds by ≈ 5 %, so a bias of a few of those standard errors (≤ 20 %) is rejected
+    and one of 1 % is not."""
     sim, theory = synthetic(np.random.default_rng(1), n_points=8, n_seeds=6)
     power = bias_power(sim, theory, KEYS, OBS)
-    assert 0 < power <= 0.10
+    assert 0.01 < power <= 0.20
+
+
+def test_a_bias_shared_by_the_points_of_a_seed_is_not_called_a_theory_error():
+    """A teacher drawn once per seed moves all points of that seed alike (here 10 % per seed,
+    on top of 6 % / 15 % per run). The right theory must still pass at the nominal rate: the
+    per-observable standard error comes from the spread across seeds. The same data with the
+    seed column dropped (the pooled estimate, as if the points were independent) calls it a
+    bias in about a third of the data sets (nominal: 1 %): the pooled estimate is blind to the
+    correlation."""
+    rng = np.random.default_rng(4)
+    data = [synthetic(rng, n_points=8, n_seeds=6, shared=0.10) for _ in range(30)]
+    false_alarms, _ = _rates(data)
+    assert false_alarms <= 2
+    pooled = [(sim.drop(columns="seed"), th) for sim, th in data]
+    false_alarms_pooled, _ = _rates(pooled)
+    assert false_alarms_pooled >= 8
+
+
+def test_standard_error_of_the_mean_deviation_matches_its_spread():
+    """Both sides: over 40 data sets with the right theory and a shared teacher effect, the
+    reported standard error of the mean relative deviation (per observable) lies within a
+    factor 1.5 of the actual spread of that mean; likewise the per-point ``sim_inf_se``
+    against the spread of ``sim_inf``."""
+    rng = np.random.default_rng(5)
+    means, ses, point_inf, point_se = [], [], [], []
+    for _ in range(40):
+        sim, theory = synthetic(rng, n_points=8, n_seeds=6, shared=0.10)
+        table = agreement_table(sim, theory, KEYS, OBS)
+        by_obs = check_agreement(table).by_observable.set_index("observable")
+        means.append(by_obs["mean_rel_dev"].to_numpy())
+        ses.append(by_obs["se"].to_numpy())
+        rows = table[table["lam"] == 0.01].set_index("observable")
+        point_inf.append(rows["rel_dev"].to_numpy())
+        point_se.append((rows["sim_inf_se"] / rows["theory"].abs()).to_numpy())
+    for est, spread in (
+        (np.mean(ses, axis=0), np.std(means, axis=0, ddof=1)),
+        (np.mean(point_se, axis=0), np.std(point_inf, axis=0, ddof=1)),
+    ):
+        ratio = est / spread
+        assert np.all((ratio > 1 / 1.5) & (ratio < 1.5)), ratio
+
+
+def test_a_finite_size_term_in_one_over_root_D_is_not_certified():
+    """The extrapolation is a line in 1/D. A D^{-1/2} term of 3/√D (47 % at D = 40) leaves
+    3 (2/√80 − 1/√40) ≈ 20 % in the intercept 2y₈₀ − y₄₀, which the check must reject although
+    the theory is right; the 1/D term of the same size at D = 40 (12/D) is removed and passes."""
+    rng = np.random.default_rng(6)
+    root = [synthetic(rng, n_points=8, n_seeds=6, finite_size=lambda D: 3 / D**0.5)]
+    assert _rates(root) == (1, 0)
+    linear = [synthetic(rng, n_points=8, n_seeds=6, finite_size=lambda D: 12 / D)]
+    assert _rates(linear) == (0, 0)
+
+
+def test_a_single_biased_observable_is_named():
+    """A 30 % bias of q alone fails the check, and its per-observable statistic names q, not
+    the error."""
+    sim, theory = synthetic(np.random.default_rng(7), n_points=8, n_seeds=6)
+    biased = theory.assign(q=theory["q"] * 1.3)
+    by_obs = check_agreement(agreement_table(sim, biased, KEYS, OBS)).by_observable
+    over = by_obs.set_index("observable").eval("abs(statistic) >= threshold")
+    assert over.to_dict() == {"err": False, "q": True}
 
 
 def test_a_single_wrong_point_fails():

@@ -107,13 +107,6 @@ def test_finetune_overlap_is_in_range_and_increasing():
     assert qs[0] < qs[1] < qs[2]
 
 
-def test_finetune_fixed_point_equation_holds():
-    pre = bayes.pretrain(FT, n_mc=5000)
-    r = bayes.finetune(FT, pre, n_out=300, n_inner=300, n_mc=5000)
-    assert r.q == pytest.approx(r.q_hat / (1 + r.q_hat), abs=1e-8)  # eq. (92)
-    assert r.overlap == pytest.approx(math.sqrt(r.q))  # eq. (98)
-
-
 def test_reused_sequences_recover_w_for_alpha_ft_at_least_one():
     r = bayes.finetune(FT.replace(reuse=True), n_mc=5000)
     assert r.q == 1.0 and r.overlap == 1.0

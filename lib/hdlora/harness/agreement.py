@@ -12,10 +12,13 @@ applies a criterion fixed before looking at the data, with two parts:
 2. **Each observable** (a bias common to all points — a factor, a normalisation): the mean
    relative deviation r̄ = mean_i (sim_∞,i − theory_i)/|theory_i| over the points with a
    non-zero theory value must stay below
-   the Bonferroni threshold times its standard error. That standard error uses the *pooled*
-   relative variance of the seeds (all points and D of the observable together; many degrees of
-   freedom), which is unbiased for the variance of a mean over points even where the points'
-   spreads differ, so this part keeps its power with few seeds per point.
+   the Bonferroni threshold times its standard error. The points of a figure share their seeds
+   (seed s draws one teacher for all of them), so their deviations are correlated: the
+   standard error is the spread across seeds of each seed's mean deviation over the points
+   (:func:`mean_deviation_se`; n_seeds − 1 degrees of freedom), which a shared finite-D effect
+   such as the teacher's norm cannot fool. Without a ``seed`` column it falls back to the
+   *pooled* relative variance of the seeds (many degrees of freedom, independent points
+   assumed).
 
 Non-finite values (theory, simulation or standard error) fail the check. Comparisons where both
 the simulation and the theory are exactly zero (Q = M = 0 at the zero predictor, q = m = 0 at
@@ -83,6 +86,28 @@ def pooled_relative_variance(
     return float(((g["count"] - 1) * g["var"] / g["mean"] ** 2).sum() / dof), dof
 
 
+def seed_deviations(grp: pd.DataFrame, column: str, theory: float) -> dict[str, float]:
+    r"""Per seed s, the relative deviation (y_s,∞ − theory)/|theory| of one point's ``column``,
+    where y_s,∞ is the least-squares line y_s(D) = a + b/D through that seed's runs (its value
+    when the point has one D); columns ``seed_rel_dev_{s}``. A seed that lacks one of the
+    point's D gives NaN. Empty without a ``seed`` column or a relative scale (theory = 0).
+
+    The seeds of a figure are shared by its points (seed s draws the same teacher at every
+    point), so the points' deviations are correlated; :func:`check_agreement` averages these
+    columns over the points seed by seed, and the spread of those averages across seeds (which
+    are independent) is the standard error of the mean deviation whatever the correlation."""
+    if "seed" not in grp or not theory or not np.isfinite(theory):
+        return {}
+    Ds = np.sort(grp["D"].unique())
+    A = np.stack([np.ones(len(Ds)), 1.0 / Ds], axis=1)[:, : min(len(Ds), 2)]
+    out = {}
+    for s, runs in grp.groupby("seed", sort=True):
+        y = runs.groupby("D")[column].mean().reindex(Ds).to_numpy(float)
+        a = np.linalg.lstsq(A, y, rcond=None)[0][0] if np.all(np.isfinite(y)) else np.nan
+        out[f"seed_rel_dev_{int(s)}"] = float((a - theory) / abs(theory))
+    return out
+
+
 def agreement_table(
     sim: pd.DataFrame, theory: pd.DataFrame, keys: list[str], observables: list[str]
 ) -> pd.DataFrame:
@@ -95,6 +120,11 @@ def agreement_table(
     ``dof`` (the point's simulations minus the fitted coefficients), ``dof_pooled``, ``theory``,
     ``theory_se``, ``z``, ``rel_dev`` = (sim_inf − theory)/|theory| and ``exact_zero``.
     """
+    missing = [c for c in [*keys, "D", *observables] if c not in sim]
+    if missing:
+        raise ValueError(f"sim lacks the columns {missing} (keys, D and the observables)")
+    if sim.empty:
+        raise ValueError("sim holds no run: there is nothing to compare with the theory")
     rows = []
     for col in observables:
         zero = theory[theory[col] == 0] if col in theory else None
@@ -112,6 +142,8 @@ def agreement_table(
             x = 1.0 / st.index.to_numpy(float)
             y = st["mean"].to_numpy()
             row["sim_inf"], row["sim_inf_se"] = fit_intercept(x, y, st["se"].to_numpy())
+            if not np.all(np.isfinite(grp[col].to_numpy(float))):  # a failed run fails the point
+                row["sim_inf"] = row["sim_inf_se"] = float("nan")
             se_pooled = np.sqrt(cv2) * np.abs(y) / np.sqrt(st["count"].to_numpy())
             _, row["sim_inf_se_pooled"] = fit_intercept(x, y, se_pooled)
             row["dof"] = int(st["count"].sum()) - min(len(st), 2)
@@ -129,6 +161,7 @@ def agreement_table(
             else:
                 row["theory_se"] = float("nan")
             row["exact_zero"] = bool(row["theory"] == 0 and np.all(grp[col].to_numpy(float) == 0))
+            row |= seed_deviations(grp, col, row["theory"])
             rows.append(row)
     out = pd.DataFrame(rows)
     out["z"] = (out["sim_inf"] - out["theory"]) / np.sqrt(
@@ -162,17 +195,48 @@ class AgreementCheck:
                 f"FAILED: no comparison with a finite standard error ({self.n_compared} "
                 f"comparisons, {self.n_nonfinite} non-finite: a point needs at least two seeds)"
             )
-        worst = self.by_observable["statistic"].abs().max()
+        obs = self.by_observable
+        worst = obs.loc[obs["statistic"].abs().fillna(np.inf).idxmax()]  # NaN: the worst
         return (
             f"{'PASSED' if self.passed else 'FAILED'}: {self.n_compared} comparisons "
             f"({self.n_excluded} exact zeros excluded, {self.n_nonfinite} non-finite); "
             f"per point |z| < {self.point_threshold:.2f} (smallest dof), {len(self.failures)} "
-            f"failures; per observable largest |mean rel. dev.|/se = {worst:.2f}"
+            f"failures; per observable largest |mean rel. dev.|/se = "
+            f"{abs(worst['statistic']):.2f} ({worst['observable']}; threshold "
+            f"{worst['threshold']:.2f}, se {worst['se_method']}, {worst['dof']:.0f} dof)"
         )
 
 
+def mean_deviation_se(grp: pd.DataFrame) -> tuple[float, float, str, int]:
+    r"""Standard error of the mean relative deviation r̄ over the rows of one observable (the
+    part 2 of :func:`check_agreement`); returns (se, dof, method, number of seeds).
+
+    ``"seeds"`` (when ≥ 2 seeds have :func:`seed_deviations`): r_s = mean over the points of
+    seed s's deviation, se² = Var_s(r_s)/n_s + Σ_i (se_th,i/|th_i|)²/K², dof = n_s − 1. Seeds
+    are independent, so this holds however the points' runs are correlated: a teacher shared by
+    all points of a seed (its norm ‖w*‖²/D is off by √(2/D)) moves every point alike, and the
+    pooled estimate below, which assumes independent points, would call that a bias of the
+    theory. ``"pooled"`` (no seed columns): the pooled relative variance of the seeds, many
+    degrees of freedom but blind to such correlations."""
+    K = len(grp)
+    scale = grp["theory"].abs()
+    se_th2 = float(((grp["theory_se"] / scale) ** 2).sum()) / K**2
+    cols = [c for c in grp if c.startswith("seed_rel_dev_")]
+    r = grp[cols].mean(axis=0, skipna=True).to_numpy(float) if cols else np.array([])
+    r = r[np.isfinite(r)]
+    if len(r) >= 2:
+        return float(np.sqrt(r.var(ddof=1) / len(r) + se_th2)), len(r) - 1.0, "seeds", len(r)
+    se_sim2 = float(((grp["sim_inf_se_pooled"] / scale) ** 2).sum()) / K**2
+    dof = float(grp["dof_pooled"].iloc[0])
+    return float(np.sqrt(se_sim2 + se_th2)), dof, "pooled", len(r)
+
+
 def check_agreement(agreement: pd.DataFrame, family_error: float = 0.01) -> AgreementCheck:
-    """Apply the two-part criterion of the module docstring to an :func:`agreement_table`."""
+    """Apply the two-part criterion of the module docstring to an :func:`agreement_table`.
+    It fails closed: an empty table, non-finite values or no standard error do not pass."""
+    if agreement.empty:
+        empty = pd.DataFrame()
+        return AgreementCheck(False, float("nan"), empty, empty, 0, 0, 0)
     excluded = agreement["exact_zero"].astype(bool)
     rows = agreement[~excluded]
     needed = ["sim_inf", "sim_inf_se", "theory", "theory_se", "z"]
@@ -187,24 +251,20 @@ def check_agreement(agreement: pd.DataFrame, family_error: float = 0.01) -> Agre
     per_obs = []
     relative = rows[rows["theory"] != 0]  # part 2 needs a relative scale
     for col, grp in relative.groupby("observable", sort=False):
-        K = len(grp)
-        rel_se = np.sqrt(
-            (grp["sim_inf_se_pooled"] / grp["theory"].abs()) ** 2
-            + (grp["theory_se"] / grp["theory"].abs()) ** 2
-        )
         mean = float(grp["rel_dev"].mean())
-        se = float(np.sqrt((rel_se**2).sum()) / K)
-        dof = float(grp["dof_pooled"].iloc[0])
+        se, dof, method, n_seeds = mean_deviation_se(grp)
         threshold = agreement_threshold(n_obs, max(dof, 1), family_error / 2)
         per_obs.append(
             {
                 "observable": col,
-                "points": K,
+                "points": len(grp),
                 "mean_rel_dev": mean,
                 "se": se,
                 "statistic": mean / se if se > 0 else float("nan"),
                 "threshold": threshold,
-                "dof_pooled": dof,
+                "dof": dof,
+                "se_method": method,
+                "seeds": n_seeds,
             }
         )
     by_obs = pd.DataFrame(per_obs)
