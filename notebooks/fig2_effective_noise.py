@@ -212,6 +212,8 @@ assert profile == "smoke" or readings["holds"].dropna().astype(bool).all(), read
 # %%
 at_sims = pd.concat([theory_panel(f"fig2_theory_at_sims_{i}", p, sim_effs[k])
                      for i, (k, p) in enumerate(panels.items())], ignore_index=True)
+# at every profile, smoke (CI) included: the theory converges at the simulated points
+assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["alpha_ft", "Delta", "Q"]]
 keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
 table = with_replicon(agreement_table(sim, at_sims, keys, ["ft_test_error", "overlap", "q", "m"]),
                       at_sims, keys)

@@ -220,6 +220,8 @@ at_sims = run.table("fig3_theory_at_sims",
                                   seed=seed, progress=progress),
                     solver=sweep, base=base, lam=sim_lam_values, lam_ft=lam_ft_values, n_mc=n_mc,
                     seed=seed)
+# at every profile, smoke (CI) included: the theory converges at the simulated points
+assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["lam", "lam_ft"]]
 ow = seed_means(sim, ["lam", "lam_ft"], "overlap").rename(
     columns={"mean": "o_w simulation", "se": "se", "n": "runs"})
 split = sim.groupby(["lam", "lam_ft"])["info_ft_starts_disagree"].mean().rename(

@@ -119,6 +119,10 @@ def theory_curve(rho, selection):
 theory_all = pd.concat([theory_curve(r, s) for (r, s) in curves], ignore_index=True)
 theory_all = theory_all.assign(source="theory", alpha_ft_bar=alpha_ft_bar)
 assert profile == "smoke" or theory_all["converged"].all(), "non-converged theory points"
+# at every profile, smoke (CI) included: the state evolutions of Algorithm 1 (the selection's
+# conditioning of the law of eq. 13) converge
+active = theory_all[theory_all["selection"] == "active"]
+assert active["converged"].all(), active.loc[~active["converged"], ["rho", "Q", "lam_ft"]]
 best = theory_all.loc[theory_all.groupby(["rho", "selection", "Q"])["ft_test_error"].idxmin()]
 best = best.assign(panel="best_lam_ft")
 chosen = best[["rho", "selection", "Delta_eff", "lam_ft"]].pivot_table(

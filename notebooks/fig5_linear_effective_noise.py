@@ -201,7 +201,11 @@ readings = pd.DataFrame([
      "value": f"{slope:.4f} (printed eq. 80: {(T * T + T - 2) / T**2:.4f})"},
 ])
 display(readings)
-assert profile == "smoke" or readings["holds"].all(), readings
+# at every profile, smoke (CI) included: the readings hold, among them the slope (T² + T)/T² of
+# eq. (80) corrected against the printed (T² + T − 2)/T²; at smoke, not the panels' coincidence
+# (its |z| needs converged theory points and more samples than smoke has)
+coincide = readings["reading"].str.startswith("Delta and Delta_check coincide")
+assert readings.loc[~coincide | (profile != "smoke"), "holds"].all(), readings
 
 # %% [markdown]
 # ## Theory against simulation
@@ -219,6 +223,8 @@ from hdlora.harness.agreement import (  # noqa: E402
 )
 
 sim_theory = theory_table("fig5_theory_at_sims", base, sim_effs, alpha_ft_values)
+# at every profile, smoke (CI) included: the theory converges at the simulated points
+assert sim_theory["converged"].all(), sim_theory.loc[~sim_theory["converged"], ["alpha_ft", "Q"]]
 keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
 table = with_replicon(agreement_table(sim, sim_theory, keys, ["ft_test_error", "overlap", "q", "m"]),
                       sim_theory, keys)
