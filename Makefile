@@ -40,6 +40,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 figures: $(STAMPS) ## execute the notebooks whose source or library changed; write data/ and figures/
+	@if [ "$(OUT_DIR)" = "$(CURDIR)" ]; then $(BIN)/python tools/readings.py; fi
 
 # one notebook by name, e.g. `make 02_pretraining_theory`
 $(NAMES): %: $(EXEC)/%.done

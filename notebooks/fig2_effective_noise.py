@@ -69,6 +69,13 @@ from IPython.display import display
 from hdlora import EffectivePretraining, Params
 from hdlora.harness.agreement import agreement_table, stable_agreement, with_replicon
 from hdlora.harness.plots import draw_curve, seed_means
+from hdlora.harness.readings import (
+    agreement_readings,
+    reading,
+    readings_table,
+    simulation_sizes,
+    verdict_of,
+)
 from hdlora.harness.run import Run
 from hdlora.simulation import simulate_finetune
 from hdlora.theory import sweep
@@ -225,3 +232,36 @@ print("replicon-stable points:", check.summary())
 if check_unstable is not None:  # the replica-symmetric prediction need not hold there
     print("points with a replicon >= 1 (reported):", check_unstable.summary())
 assert profile == "smoke" or check.passed, check.failures
+
+# %% [markdown]
+# The readings as data (`hdlora.harness.readings`): `data/fig2_readings.csv`, from which the
+# README's note on this figure is rendered.
+
+# %%
+rows = []
+for name in names:
+    pv = th[th["panel"] == name].pivot_table(index="Delta_eff", columns="alpha_ft",
+                                             values="ft_test_error")
+    rise, fall = pv.diff().min().min(), pv.T.diff().max().max()
+    rows += [
+        reading(figure="fig2", claim="E' grows with the effective noise", location="§4, Fig. 2",
+                quantity=f"{name}: smallest rise of E' between neighbouring Delta_eff",
+                measured=rise, verdict=verdict_of(rise > 0), reason="theory grid, every α'"),
+        reading(figure="fig2", claim="E' falls with α'", location="§4, Fig. 2",
+                quantity=f"{name}: largest change of E' between neighbouring α'",
+                measured=fall, verdict=verdict_of(fall < 0), reason="theory grid, every Delta_eff"),
+    ]
+if len(names) > 1:
+    rows.append(reading(
+        figure="fig2", claim="the panels Δ = 0 and Δ = 2 are qualitatively the same",
+        location="§4, Fig. 2", quantity="largest |ΔE'| between the panels / the curves' range",
+        measured=diff.abs().max() / spread, verdict="holds",
+        reason=f"alike, not equal: max |z| = {z.abs().max():.1f} (for the softmax z* and z have "
+               "other variances at equal Delta_eff; linear σ: Fig. 5)"))
+rows.append(reading(figure="fig2", claim="replicon (78) ≥ 1", location="App. A.6",
+                    quantity="theory points with a replicon ≥ 1", measured=n_unstable,
+                    verdict="reported", reason=f"of {len(theory)}; drawn hollow"))
+rows += agreement_readings("fig2", check, check_unstable)
+rows += simulation_sizes("fig2", sim, keys)
+run.write(readings_table(rows), "fig2_readings")
+readings_table(rows)

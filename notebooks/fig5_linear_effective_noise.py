@@ -221,6 +221,13 @@ from hdlora.harness.agreement import (  # noqa: E402
     stable_agreement,
     with_replicon,
 )
+from hdlora.harness.readings import (  # noqa: E402
+    agreement_readings,
+    reading,
+    readings_table,
+    simulation_sizes,
+    verdict_of,
+)
 
 sim_theory = theory_table("fig5_theory_at_sims", base, sim_effs, alpha_ft_values)
 # at every profile, smoke (CI) included: the theory converges at the simulated points
@@ -236,3 +243,32 @@ print("replicon-stable points:", check.summary())
 if check_unstable is not None:  # the replica-symmetric prediction need not hold there
     print("points with a replicon >= 1 (reported):", check_unstable.summary())
 assert profile == "smoke" or check.passed, check.failures
+
+# %% [markdown]
+# The readings as data (`hdlora.harness.readings`): `data/fig5_readings.csv`, from which the
+# README's note on this figure is rendered.
+
+# %%
+printed = (T * T + T - 2) / T**2
+rise, fall = pivot.diff().min().min(), pivot.T.diff().max().max()
+rows = [
+    reading(figure="fig5", claim="E' grows with the effective noise", location="§4, Fig. 5",
+            quantity="smallest rise of E' between neighbouring Delta_eff", measured=rise,
+            verdict=verdict_of(rise > 0), reason="theory grid, every α'"),
+    reading(figure="fig5", claim="E' falls with α'", location="§4, Fig. 5",
+            quantity="largest change of E' between neighbouring α'", measured=fall,
+            verdict=verdict_of(fall < 0), reason="theory grid, every Delta_eff"),
+    reading(figure="fig5", claim="for linear σ only Delta_eff matters", location="App. C",
+            quantity="largest |z| between the panels Δ and Δ_check at equal Delta_eff",
+            measured=np.abs(z_panels).max(), verdict=verdict_of(np.abs(z_panels).max() < 4),
+            reason="|z| < 4 required"),
+    reading(figure="fig5", claim="E' → (T² + T − 2) Delta_eff/T² as α' → ∞",
+            location="eq. (80)", quantity=f"slope of E' in Delta_eff at α' = {alpha_ft_limit:g}",
+            measured=slope, paper=printed,
+            verdict=verdict_of(abs(slope - printed) < abs(slope - limit_coef)),
+            reason=f"an erratum: the corrected (T² + T)/T² is {limit_coef:.4f}"),
+]
+rows += agreement_readings("fig5", check, check_unstable)
+rows += simulation_sizes("fig5", sim, keys)
+run.write(readings_table(rows), "fig5_readings")
+readings_table(rows)

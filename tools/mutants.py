@@ -688,6 +688,21 @@ MUTANTS: list[Mutant] = [
         "pre-training replicon (75) in the entries h, not the isotropic u = h/√s",
         ("test_replicon_references.py",),
     ),
+    # ---------------------------------------------------------------- readings as data
+    M(
+        "harness/readings.py",
+        "digits = max(0, 1 - math.floor(math.log10(se)))",
+        "digits = max(0, -math.floor(math.log10(se)))",
+        "a reading's value printed with one digit too few for its standard error",
+        ("test_readings.py",),
+    ),
+    M(
+        "harness/readings.py",
+        'lines.append("| " + " | ".join(c.replace("|", "\\\\|") for c in cells) + " |")',
+        'lines.append("| " + " | ".join(cells) + " |")',
+        "a | in a claim breaks the README's table",
+        ("test_readings.py",),
+    ),
     # ---------------------------------------------------------------- equivalent by design
     M(
         "theory/newton.py",
