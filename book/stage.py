@@ -32,6 +32,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
+from hdlora.harness.readings import render_errata
+
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 
@@ -289,12 +293,6 @@ def write_conf(out: Path) -> None:
     )
 
 
-def errata_rows(markdown: str) -> list[list[str]]:
-    """The first three columns (where, as printed, verified form) of the errata table rows."""
-    rows = [line for line in markdown.splitlines() if re.match(r"\| (eq|App)", line)]
-    return [[c.strip() for c in row.split("|")[1:4]] for row in rows]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--executed", type=Path, required=True, help="build/executed/<profile>")
@@ -336,12 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     for conf in ("_config.yml", "_toc.yml", "_ext/hdlora_book.py"):
         write_if_changed(out / conf, (BOOK / conf).read_text())
     index_src = (BOOK / "index.md").read_text()
-    readme = ROOT / "README.md"
-    if readme.exists() and errata_rows(readme.read_text()) != errata_rows(index_src):
-        print(
-            "make book: warning: the errata table of book/index.md differs from README.md's",
-            file=sys.stderr,
-        )
+    errata = render_errata(pd.read_csv(ROOT / "data" / "errata.csv"), link=True)
+    index_src = index_src.replace("<!-- hdlora:errata -->", errata)
     index_md = contents_page(index_src, notebooks, executed)
     write_if_changed(out / "index.md", link_library(index_md))
     write_if_changed(out / "figures.md", figures_page(notebooks, images))

@@ -73,3 +73,14 @@ def test_every_figure_checks_three_claims_of_the_paper(name):
     assert len(claims) >= 3, claims
     assert table["measured"].notna().all()
     assert render_markdown(table).count("\n") == len(table) + 1
+
+
+def test_the_errata_live_in_one_table():
+    """data/errata.csv is rendered into the README (between markers) and into the book's index
+    (book/stage.py fills its placeholder): neither holds a typed copy."""
+    table = pd.read_csv(ROOT / "data" / "errata.csv")
+    assert len(table) >= 6 and table.notna().all().all()
+    readme = (ROOT / "README.md").read_text()
+    assert "<!-- errata -->" in readme and render_blocks(readme, ROOT / "data") == readme
+    index = (ROOT / "book" / "index.md").read_text()
+    assert "<!-- hdlora:errata -->" in index and "| eq. (" not in index

@@ -161,15 +161,32 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- readings:{name} -->", f"<!-- /readings:{name} -->"
 
 
+def render_errata(table: pd.DataFrame, link: bool = False) -> str:
+    """The errata of the paper (``data/errata.csv``: where, as printed, the verified form, the
+    notebook that checks it) as a Markdown table; ``link``: the notebooks as links (the book)."""
+    lines = ["| where | as printed | verified form | checked in |", "|---|---|---|---|"]
+    for r in table.itertuples(index=False):
+        nb = f"[`{r.notebook}`](notebooks/{r.notebook}.ipynb)" if link else f"`{r.notebook}`"
+        lines.append(f"| {r.where} | {r.as_printed} | {r.verified} | {nb} |")
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, start: str, end: str, block: str) -> str:
+    i, j = text.index(start) + len(start), text.index(end)
+    return text[:i] + "\n" + block + "\n" + text[j:]
+
+
 def render_blocks(text: str, data_dir: Path) -> str:
     """``text`` (the README) with every block between :func:`markers` replaced by the rendering
-    of ``data_dir/<name>_readings.csv``; a block whose table is missing raises."""
+    of ``data_dir/<name>_readings.csv``, and the block between ``<!-- errata -->`` markers by
+    :func:`render_errata` of ``data_dir/errata.csv``; a block whose table is missing raises."""
     for name in re.findall(r"<!-- readings:(\w+) -->", text):
-        start, end = markers(name)
         path = Path(data_dir) / f"{name}_readings.csv"
         if not path.exists():
             raise FileNotFoundError(f"{path}: the README shows the readings of {name}")
         block = render_markdown(pd.read_csv(path, keep_default_na=False, na_values=[""]))
-        i, j = text.index(start) + len(start), text.index(end)
-        text = text[:i] + "\n" + block + "\n" + text[j:]
+        text = _replace_block(text, *markers(name), block)
+    if "<!-- errata -->" in text:
+        errata = render_errata(pd.read_csv(Path(data_dir) / "errata.csv"))
+        text = _replace_block(text, "<!-- errata -->", "<!-- /errata -->", errata)
     return text
