@@ -95,17 +95,17 @@ record("Delta_eff (25)", noise.delta_eff(Delta, Q0, Q, M), v, v * math.sqrt(2 / 
 # ## Recalibration, eqs. (26), (102)–(103)
 #
 # $\hat W\to\sqrt\beta\,\hat W$ sends $Q\to\beta^2Q$, $M\to\beta M$ (eq. 8), so
-# $\Delta_{\rm eff}(\beta)=\Delta/2+Q_0+\beta^2Q-2\beta M$, minimal at $\beta_{\min}=M/Q$ with
-# $\Delta_{\rm eff}(\beta_{\min})=\Delta/2+Q_0-M^2/Q$.
+# $\Delta_{\rm eff}(\beta)=\Delta/2+Q_0+\beta^2Q-2\beta M$, minimal at $\beta^*=M/Q$ with
+# $\Delta_{\rm eff}(\beta^*)=\Delta/2+Q_0-M^2/Q$.
 
 # %%
-b_min = noise.beta_min(Q, M)
-for beta in (0.7 * b_min, b_min, 1.3 * b_min):
+b_star = noise.beta_star(Q, M, Q0)
+for beta in (0.7 * b_star, b_star, 1.3 * b_star):
     v = np.var(beta * z - zs)
-    record(f"Delta_eff(beta={beta / b_min:.1f} beta_min) (102)",
+    record(f"Delta_eff(beta={beta / b_star:.1f} beta*) (102)",
            noise.delta_eff_recalibrated(Delta, Q0, Q, M, beta), v, v * math.sqrt(2 / n))
-betas = np.linspace(0.3, 2, 400) * b_min
-assert abs(betas[np.argmin(noise.delta_eff_recalibrated(Delta, Q0, Q, M, betas))] / b_min - 1) < 0.01
+betas = np.linspace(0.3, 2, 400) * b_star
+assert abs(betas[np.argmin(noise.delta_eff_recalibrated(Delta, Q0, Q, M, betas))] / b_star - 1) < 0.01
 
 # %% [markdown]
 # ## Active fine-tuning, eqs. (28), (104)–(105)

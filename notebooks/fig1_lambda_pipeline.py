@@ -23,7 +23,8 @@
 # 67–72; `hdlora.theory.state_evolution`); squares: simulations of the attention
 # (`hdlora.simulation.simulate`, App. D); black dashed line: the Bayes-optimal $\mathcal E'_{\rm BO}$
 # (eqs. 92–97, in the corrected form of eqs. 95–96 where the side-noise realisation enters the
-# likelihood — see `05_bayes_optimal`); dark-red dashed lines: each curve's minimum.
+# likelihood — see `05_bayes_optimal`); dark-red dashed lines: each curve's minimum, located by a
+# local parabola in $\log\lambda$ (`hdlora.harness.extrema`), with its standard error as a band.
 #
 # Caption parameters: $\alpha=0.1$, $\alpha'=3$, $T=3$, $\kappa_0=\kappa=1$, softmax, $\Delta=0.5$
 # (left) and $\Delta=2$ (right); simulations at $D=150$ over four runs in the paper profile.
@@ -65,9 +66,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import display
+from matplotlib.lines import Line2D
 
 from hdlora import Params
-from hdlora.harness.plots import InfAxis, draw_curve, seed_means
+from hdlora.harness.extrema import locate_extremum
+from hdlora.harness.plots import (
+    InfAxis,
+    Legend,
+    draw_curve,
+    draw_simulation,
+    seed_means,
+    simulation_text,
+)
 from hdlora.harness.readings import reading, readings_table, simulation_sizes, verdict_of
 from hdlora.harness.run import Run
 from hdlora.simulation import simulate
@@ -75,8 +85,8 @@ from hdlora.theory import bayes_optimal, sweep
 
 run = Run("fig1_lambda_pipeline", out_dir, profile, recompute)
 lam_range = run.choose(lam_range, smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0])
-n_lam = run.choose(n_lam, smoke=3, quick=8, paper=16)
-n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=5, paper=12)
+n_lam = run.choose(n_lam, smoke=3, quick=20, paper=32)
+n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=10, paper=20)
 n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
 D = run.choose(D, smoke=30, quick=100, paper=150)
 sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=[0, 1, 2, 3])
@@ -133,16 +143,28 @@ curves = theory.groupby(["panel", "lam", "lam_ft"], sort=False).agg(
     ft_test_error=("ft_test_error", "mean"), ft_test_error_se=("ft_test_error_se", "mean"),
     overlap=("overlap", "mean")).reset_index()
 
+
+def minimum_of(c):
+    """The located minimum of E' over the finite λ of one curve (`locate_extremum`: a local
+    parabola in log λ through the 5 grid points around the grid minimum)."""
+    fin = c[np.isfinite(c["lam"])].sort_values("lam")
+    return locate_extremum(fin["lam"], fin["ft_test_error"], fin["ft_test_error_se"])
+
+
+minima = pd.DataFrame([
+    {"panel": k[0], "lam_ft": k[1]} | vars(minimum_of(c))
+    for k, c in curves.groupby(["panel", "lam_ft"], sort=False)])
+display(minima[["panel", "lam_ft", "x", "x_se", "y", "y_se", "grid_x", "located", "note"]])
+
 # %% [markdown]
 # ## Insets: $\mathcal E'$ against $\lambda'$ at the best $\lambda$
 #
-# For each panel, the best finite $\lambda$ is the one with the lowest $\mathcal E'$ over the
-# curves above; the inset sweeps $\lambda'$ there.
+# For each panel, the best $\lambda$ is the located minimum of the LoRA curve ($\lambda'<\infty$)
+# whose minimum is lowest; the inset sweeps $\lambda'$ there.
 
 # %%
-finite = curves[np.isfinite(curves["lam"]) & np.isfinite(curves["lam_ft"])]
-best_lam = finite.loc[finite.groupby("panel")["ft_test_error"].idxmin(), ["panel", "lam"]]
-best_lam = dict(zip(best_lam["panel"], best_lam["lam"], strict=True))
+lora = minima[np.isfinite(minima["lam_ft"])]
+best_lam = {k: float(m.loc[m["y"].idxmin(), "x"]) for k, m in lora.groupby("panel", sort=False)}
 inset_lam_fts = [float(x) for x in np.geomspace(*inset_lam_ft_range, n_lam_ft)]
 inset = run.table(
     "fig1_theory_inset",
@@ -188,42 +210,50 @@ fig1.groupby(["source", "role", "panel"]).size().rename("rows").to_frame()
 data = pd.read_csv(run.data_dir / "fig1.csv")  # the figure is drawn from the data file only
 axis = InfAxis(*lam_range)
 colors = dict(zip(lam_ft_values, ["C0", "C1", "C2", "C3", "C4"], strict=False))
-fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+sim_data = data[data["source"] == "simulation"]
+legend = Legend(simulation_text(sim_data, ["panel", "lam", "lam_ft"]))
+fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False,
+                         layout="constrained")
 for ax, (name, p) in zip(axes[0], panels.items(), strict=True):
     th = data[(data["source"] == "theory") & (data["role"] == "main") & (data["panel"] == name)]
     th = th.groupby(["lam", "lam_ft"], sort=False).agg(
         E=("ft_test_error", "mean"), stable=("ft_replicon_stable", "all"),
         converged=("converged", "all")).reset_index()
-    sims = seed_means(data[(data["source"] == "simulation") & (data["panel"] == name)],
-                      ["lam", "lam_ft"], "ft_test_error")
+    sims = seed_means(sim_data[sim_data["panel"] == name], ["lam", "lam_ft"], "ft_test_error")
     for lf in lam_ft_values:
         c = th[th["lam_ft"] == lf].sort_values("lam")
         label = "$\\lambda'=\\infty$ (frozen)" if math.isinf(lf) else f"$\\lambda'={lf:g}$"
         draw_curve(ax, axis.x(c["lam"]), c["E"], c["stable"], c["converged"], color=colors[lf],
-                   label=label)
-        fin = c[np.isfinite(c["lam"])]
-        ax.axvline(fin.loc[fin["E"].idxmin(), "lam"], color="darkred", ls="--", lw=0.8)
+                   label=label, legend=legend)
+        m = minima[(minima["panel"] == name) & (minima["lam_ft"] == lf)].iloc[0]
+        ax.axvline(m["x"], color="darkred", ls="--", lw=0.8)
+        if m["located"]:  # the located minimum ± its standard error
+            ax.axvspan(m["x"] - m["x_se"], m["x"] + m["x_se"], color="darkred", alpha=0.12, lw=0)
         s = sims[sims["lam_ft"] == lf]
-        ax.errorbar(axis.x(s["lam"]), s["mean"], s["se"], fmt="s", ms=5, color=colors[lf],
-                    mfc="none")
+        draw_simulation(ax, axis.x(s["lam"]), s["mean"], s["se"], color=colors[lf], legend=legend)
     e_bo = data[(data["source"] == "bayes") & (data["panel"] == name)]["ft_test_error"].iloc[0]
-    ax.axhline(e_bo, color="k", ls="--", lw=1, label="Bayes-optimal")
+    bo_line = ax.axhline(e_bo, color="k", ls="--", lw=1, label="Bayes-optimal $\\mathcal{E}'_{BO}$")
     axis.apply(ax, "$\\lambda$")
     ax.set_ylabel("$\\mathcal{E}'$")
     ax.set_title(f"$\\Delta={p.Delta:g}$")
     ins = ax.inset_axes([0.58, 0.1, 0.38, 0.32])  # bottom right: below the curves
     ic = data[(data["role"] == "inset") & (data["panel"] == name)]
-    ic = ic.groupby("lam_ft")["ft_test_error"].mean()
-    ins.plot(ic.index, ic.values, "-", color="k", lw=1)
+    ic = ic.groupby("lam_ft").agg(E=("ft_test_error", "mean"),
+                                  stable=("ft_replicon_stable", "all"),
+                                  converged=("converged", "all")).reset_index()
+    draw_curve(ins, ic["lam_ft"], ic["E"], ic["stable"], ic["converged"], color="k",
+               legend=legend)
     ins.set_xscale("log")
-    ins.set_title(f"$\\lambda={best_lam[name]:.2g}$", fontsize=7)
+    ins.set_title(f"$\\lambda={best_lam[name]:.2g}$ (best)", fontsize=7)
     ins.set_xlabel("$\\lambda'$", fontsize=7)
     ins.tick_params(labelsize=6)
-axes[0][0].legend(fontsize=7, loc="lower left")
+legend.add(bo_line)
+legend.add(Line2D([], [], color="darkred", ls="--", lw=0.8,
+                  label="located minimum of each curve (band: ± se)"))
+legend.draw(fig)
 fig.suptitle(f"$\\alpha={alpha:g}$, $\\alpha'={alpha_ft:g}$, $T={T}$, $\\kappa_0={kappa0:g}$, "
-             f"$\\kappa={kappa:g}$, {activation}; squares: simulations at $D={D}$ "
-             "(hollow: replicon >= 1; crosses: not converged)", fontsize=9)
-fig.tight_layout()
+             f"$\\kappa={kappa:g}$, {activation}; insets: $\\mathcal{{E}}'$ against $\\lambda'$ at "
+             "the best $\\lambda$", fontsize=9)
 run.save(fig, "fig1")
 plt.show()
 
@@ -252,7 +282,7 @@ for name in panels:
             "panel": name, "lam_ft": lf,
             "LoRA beats frozen at every lambda": bool((gain > 0).all()),
             "smallest gain": gain.min(),
-            "best lambda": fin.index[i_min],
+            "best lambda (grid)": fin.index[i_min],
             "E' min": fin["ft_test_error"].iloc[i_min],
             "E' at largest lambda - min": fin["ft_test_error"].iloc[-1] - fin["ft_test_error"].iloc[i_min],
             "E' at lambda=inf - min": cur.loc[math.inf, "ft_test_error"] - fin["ft_test_error"].iloc[i_min],
@@ -294,9 +324,11 @@ rows = [
             reason="on the theory grid"),
 ]
 rows += [reading(figure="fig1", claim="best λ", location="§4, Fig. 1",
-                 quantity=f"argmin_λ E' at {r['panel']}, λ' = {r['lam_ft']:g}",
-                 measured=r["best lambda"], verdict="reported", reason="a grid point")
-         for _, r in readings.iterrows()]
+                 quantity=f"argmin_λ E' at {m['panel']}, λ' = {m['lam_ft']:g}",
+                 measured=m["x"], se=m["x_se"], verdict="reported",
+                 reason=(f"local parabola in log λ through {m['n_points']} points"
+                         if m["located"] else f"a grid point: {m['note']}"))
+         for _, m in minima.iterrows()]
 rows += simulation_sizes("fig1", sim, ["lam", "lam_ft", "Delta"])
 run.write(readings_table(rows), "fig1_readings")
 readings_table(rows)

@@ -1,5 +1,7 @@
 """Each effective noise against a Monte Carlo of the underlying Gaussian variables."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -25,9 +27,9 @@ def test_delta_eff_is_the_variance_of_z_minus_zstar():
     assert noise.delta_eff(DELTA, Q0, Q, M) == pytest.approx(v, abs=5 * se)
 
 
-def test_recalibration_minimises_at_beta_min():
+def test_recalibration_minimises_at_beta_star():
     zs, z = _pair(np.random.default_rng(1))
-    b = noise.beta_min(Q, M)
+    b = noise.beta_star(Q, M, Q0)
     for beta in (0.5 * b, b, 1.5 * b):
         v = np.var(beta * z - zs)
         assert noise.delta_eff_recalibrated(DELTA, Q0, Q, M, beta) == pytest.approx(
@@ -69,3 +71,30 @@ def test_bad_input_is_named():
         noise.delta_eff_active(DELTA, Q0, 0.0, M)
     with pytest.raises(ValueError, match="V"):
         noise.delta_eff_reused(DELTA, Q0, Q, M, -1.0, 3)
+
+
+def test_beta_star_is_undefined_for_the_zero_predictor():
+    """Above λ_c the pre-training is Ŵ = 0 (Q = M = 0): β* is NaN in every record that carries
+    it, never a ratio of rounding errors; just below λ_c it is the argmin of the exact ℰ(β) of a
+    linear σ, found by a numerical minimisation."""
+    from scipy.optimize import minimize_scalar
+
+    from hdlora import Params
+    from hdlora.theory import finetune, pretrain
+    from hdlora.theory.pretrain import recalibrated
+
+    p = Params(T=2, Delta=0.5, alpha=0.5, activation="linear", lam=0.1, lam_ft=0.5)
+    lam_c = pretrain(p, method="exact").info["lambda_c"]
+    zero = pretrain(p.replace(lam=2 * lam_c), method="exact")
+    assert zero.Q == 0.0 and "zero predictor" in zero.message
+    assert math.isnan(recalibrated(p.replace(lam=2 * lam_c), zero, 1.0, method="exact").beta_star)
+    assert math.isnan(finetune(p.replace(lam=2 * lam_c), zero, 1024, 0).beta_star)
+    assert math.isnan(noise.beta_star(1e-17, 3e-17, 1.5))  # rounding level: undefined
+    near = pretrain(p.replace(lam=0.9 * lam_c), method="exact")
+    assert near.Q > 0
+
+    def error(b):
+        return recalibrated(p.replace(lam=0.9 * lam_c), near, b, method="exact").test_error
+
+    best = minimize_scalar(error, bracket=(0.5, 5.0), tol=1e-10).x
+    assert noise.beta_star(near.Q, near.M, near.Q0) == pytest.approx(best, rel=1e-5)

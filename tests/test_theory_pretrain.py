@@ -106,3 +106,31 @@ def test_observables_record():
     obs = pretrain(LIN, n_mc=2000, progress=False)
     assert obs.source == "theory" and obs.n_mc == 2000 and np.isfinite(obs.V)
     assert math.isnan(obs.ft_test_error)
+
+
+def test_a_collapse_onto_zero_below_lambda_c_is_not_converged(monkeypatch):
+    """The fixed-point tolerance is absolute for small (Q, M, V). An iteration that ends within
+    rounding of Ŵ = 0 below λ_c (seen in a committed table: Q = 3e-17 at λ = 0.5 < λ_c = 0.55,
+    where the fixed point has Q = 3.2e-4) must not pass as converged: there the zero predictor
+    is not a fixed point. The iterator is replaced by one that returns such a collapse."""
+    import importlib
+
+    from hdlora.diagnostics import ConvergenceWarning
+    from hdlora.theory.fixed_point import FixedPointResult
+
+    tiny = np.array([2.7e-17, 3.9e-17, 1e-3])
+
+    def collapsed(G, x, **kw):
+        try:  # the last evaluation, as the iterator makes it (the map is undefined this close)
+            G(tiny)
+        except ValueError:
+            pass
+        return FixedPointResult(
+            x=tiny, converged=True, n_iter=3, residual=1e-9, message="tolerance reached"
+        )
+
+    module = importlib.import_module("hdlora.theory.pretrain")
+    monkeypatch.setattr(module, "solve", collapsed)
+    with pytest.warns(ConvergenceWarning, match="rounding level"):
+        rec = module.pretrain(SOFT.replace(lam=0.5), n_mc=1024, seed=0, progress=False)
+    assert not rec.converged and "not a fixed point" in rec.message

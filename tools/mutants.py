@@ -703,6 +703,42 @@ MUTANTS: list[Mutant] = [
         "a | in a claim breaks the README's table",
         ("test_readings.py",),
     ),
+    # ---------------------------------------------------------------- dense curves (issue 22)
+    M(
+        "harness/extrema.py",
+        "    v = -b / (2 * a)\n",
+        "    v = -b / a\n",
+        "located optimum: vertex −b/a for −b/2a",
+        ("test_extrema.py",),
+    ),
+    M(
+        "harness/extrema.py",
+        "    grad = np.array([b / (2 * a * a), -1 / (2 * a)])\n",
+        "    grad = np.array([0.0, -1 / (2 * a)])\n",
+        "located optimum: standard error without the curvature's uncertainty",
+        ("test_extrema.py",),
+    ),
+    M(
+        "harness/extrema.py",
+        "    if i in (0, len(x) - 1):\n",
+        "    if False:\n",
+        "located optimum: an optimum at the grid's edge passed as a location",
+        ("test_extrema.py",),
+    ),
+    M(
+        "theory/noise.py",
+        "    defined = Q > ZERO_PREDICTOR_Q * np.asarray(Q0, dtype=float)\n",
+        "    defined = Q > 0\n",
+        "β* of a pre-training at rounding level reported as a number",
+        ("test_noise.py",),
+    ),
+    M(
+        "theory/pretrain.py",
+        "    if params.lam < lam_c and not Q > noise.ZERO_PREDICTOR_Q * Q0:\n",
+        "    if False:\n",
+        "pre-training collapsed onto Ŵ ≈ 0 below λ_c passed as converged",
+        ("test_theory_pretrain.py",),
+    ),
     # ---------------------------------------------------------------- equivalent by design
     M(
         "theory/newton.py",

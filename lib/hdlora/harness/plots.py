@@ -1,9 +1,20 @@
-"""Small plotting helpers shared by the figure notebooks (matplotlib).
+"""Plotting helpers shared by the figure notebooks (matplotlib): one style for every figure.
+
+The marks mean the same in every figure, and :class:`Legend` gives each kind drawn an entry:
+
+* a line: the theory (state evolution); a hollow circle on it: a point whose replicon is ≥ 1
+  (the replica-symmetric prediction need not hold there); a cross: a point whose solver stopped
+  before its tolerance;
+* a filled marker with error bars: simulations (mean over runs ± standard error; the legend
+  names D and the runs); a white diamond: the uncalibrated baseline (Fig. 6);
+* a dashed black line: the Bayes-optimal error; thin dark-red dashes: a located optimum.
+
+Legends go below the axes (``layout="constrained"``, :meth:`Legend.draw`), off the data.
 
 * :class:`InfAxis`: a log axis of a ridge (λ or λ') with the value ∞ drawn at its right end;
 * :func:`seed_means`: mean, standard error and count of a column over seeds, per point;
-* :func:`draw_curve`: a theory curve whose replicon-unstable points are drawn hollow and whose
-  non-converged points are drawn as crosses.
+* :func:`draw_curve`: a theory curve with its replicon-unstable and non-converged points marked;
+* :func:`draw_simulation`: simulation means with error bars in the shared style.
 """
 
 from __future__ import annotations
@@ -47,20 +58,117 @@ def seed_means(df: pd.DataFrame, by: list[str], column: str) -> pd.DataFrame:
     return out.drop(columns="sd")
 
 
-def draw_curve(
-    ax, x, y, stable=None, converged=None, *, color=None, label=None, marker="o", ms=3, **kw
-):
-    """A line through (x, y) with markers: hollow where ``stable`` is False (a replicon ≥ 1:
-    the replica-symmetric prediction need not hold there), a cross where ``converged`` is False
-    (the solver stopped before its tolerance)."""
+def draw_curve(ax, x, y, stable=None, converged=None, *, color=None, label=None, legend=None, **kw):
+    """A theory line through (x, y): a hollow circle where ``stable`` is False (a replicon ≥ 1),
+    a cross where ``converged`` is False; the line is broken there (a cross is not a result).
+    ``legend``: a :class:`Legend` that records the kinds drawn. Returns the line."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    (line,) = ax.plot(x, y, "-", color=color, label=label, **kw)
     ok = np.ones(len(x), bool) if stable is None else np.asarray(stable, bool)
     conv = np.ones(len(x), bool) if converged is None else np.asarray(converged, bool)
+    (line,) = ax.plot(x, np.where(conv, y, np.nan), "-", color=color, label=label, lw=1.4, **kw)
     c = line.get_color()
-    ax.plot(x[ok & conv], y[ok & conv], marker, color=c, ms=ms, ls="none")
     if (~ok & conv).any():
-        ax.plot(x[~ok & conv], y[~ok & conv], marker, color=c, ms=ms + 2, mfc="none", ls="none")
+        ax.plot(x[~ok & conv], y[~ok & conv], "o", color=c, ms=5, mfc="white", ls="none", zorder=3)
     if (~conv).any():
-        ax.plot(x[~conv], y[~conv], "x", color=c, ms=ms + 3, ls="none")
+        ax.plot(x[~conv], y[~conv], "x", color=c, ms=6, ls="none", zorder=3)
+    if legend is not None:
+        legend.curve(line, unstable=bool((~ok & conv).any()), not_converged=bool((~conv).any()))
     return line
+
+
+def draw_simulation(ax, x, mean, err, *, color, marker="s", legend=None, kind=None, **kw):
+    """Simulation means ± ``err`` in the shared style: filled markers with a black edge, no larger
+    than their error bars, drawn above the lines. ``kind``: the legend's text for this marker
+    (default: the legend's ``simulation``)."""
+    ax.errorbar(
+        np.asarray(x, float),
+        mean,
+        err,
+        fmt=marker,
+        color=color,
+        ms=4,
+        mec="k",
+        mew=0.5,
+        capsize=2.5,
+        elinewidth=1.0,
+        zorder=4,
+        **kw,
+    )
+    if legend is not None:
+        legend.simulations.setdefault(marker, kind or legend.simulation or "simulation")
+
+
+class Legend:
+    """The legend of one figure: the curves by name, then one entry per kind of mark drawn
+    (theory, simulations with their D and runs, replicon ≥ 1, not converged, extras such as the
+    Bayes-optimal line or the baseline), placed below the axes."""
+
+    def __init__(self, simulation: str | None = None) -> None:
+        self.simulation = simulation  # e.g. "simulation, D = 100, 2 runs: mean ± se"
+        self.simulations: dict[str, str] = {}  # marker -> text
+        self.handles: list = []
+        self.extras: list = []
+        self.unstable = self.not_converged = False
+
+    def curve(self, line, *, unstable: bool = False, not_converged: bool = False) -> None:
+        """Record a theory line (its label once) and the kinds of marks on it."""
+        label = line.get_label()
+        if not label.startswith("_") and label not in [h.get_label() for h in self.handles]:
+            self.handles.append(line)
+        self.unstable |= unstable
+        self.not_converged |= not_converged
+
+    def add(self, handle) -> None:
+        """An extra entry (a proxy artist or a drawn line with a label)."""
+        self.extras.append(handle)
+
+    def kinds(self) -> list:
+        """Proxy artists, in grey, for every kind of mark drawn."""
+        from matplotlib.lines import Line2D
+
+        out = [Line2D([], [], color="0.35", lw=1.4, label="theory (state evolution)")]
+        for marker, text in self.simulations.items():
+            out.append(
+                Line2D([], [], color="0.6", marker=marker, mec="k", ms=4, ls="none", label=text)
+            )
+        if self.unstable:
+            out.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.35",
+                    marker="o",
+                    mfc="white",
+                    ms=5,
+                    ls="none",
+                    label="replicon ≥ 1 (RS prediction need not hold)",
+                )
+            )
+        if self.not_converged:
+            out.append(
+                Line2D(
+                    [], [], color="0.35", marker="x", ms=6, ls="none", label="theory not converged"
+                )
+            )
+        return out
+
+    def draw(self, fig, ncol: int = 4, fontsize: float = 7.5) -> None:
+        """Place the legend below the axes (the figure needs ``layout="constrained"``)."""
+        handles = [*self.handles, *self.kinds(), *self.extras]
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=min(ncol, len(handles)),
+            fontsize=fontsize,
+            frameon=False,
+        )
+
+
+def simulation_text(sim: pd.DataFrame, by: list[str], what: str = "mean ± se") -> str:
+    """The legend's text for simulations: their D and the runs per point (from the table
+    itself), e.g. "simulation, D = 100, 2 runs: mean ± se"."""
+    Ds = sorted({int(d) for d in sim["D"].dropna()})
+    runs = sim.groupby([*by, "D"], dropna=False).size()
+    n = f"{runs.min()}" if runs.min() == runs.max() else f"{runs.min()}–{runs.max()}"
+    plural = "" if runs.max() == 1 else "s"
+    return f"simulation, D = {', '.join(map(str, Ds))}, {n} run{plural}: {what}"

@@ -37,6 +37,7 @@ import numpy as np
 from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
+from hdlora.theory import noise
 from hdlora.theory.fixed_point import OutOfDomain, solve
 from hdlora.theory.laws import (
     Q0_TEACHER_W,
@@ -157,7 +158,7 @@ def finetune(
         M=M_used,
         V=pre.V,
         beta=float(beta),
-        beta_star=pre.M / pre.Q if pre.Q > 0 else math.nan,
+        beta_star=noise.beta_star(pre.Q, pre.M, pre.Q0),
         Delta_eff=params.Delta / 2 + pre.Q0 - 2 * M_used + Q_used,
         rho=math.nan if rho is None else float(rho),
         selection="uniform" if rho is None else "active",

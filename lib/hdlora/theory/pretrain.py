@@ -31,7 +31,7 @@ import numpy as np
 from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import Params
-from hdlora.theory import spectral
+from hdlora.theory import noise, spectral
 from hdlora.theory.fixed_point import OutOfDomain, solve
 from hdlora.theory.laws import PretrainSamples, channel_fields, check_method, pretrain_errors
 from hdlora.theory.precision import (
@@ -327,6 +327,15 @@ def pretrain(
         )
     converged = fp.converged and oc.prox.n_failed == 0
     message = fp.message + se_note
+    if params.lam < lam_c and not Q > noise.ZERO_PREDICTOR_Q * Q0:
+        # the tolerance is absolute for small (Q, M, V): an iteration that collapsed onto
+        # Ŵ ≈ 0 can pass it, but below λ_c the zero predictor is not a fixed point
+        converged = False
+        message += (
+            f"; Q = {Q:.3g} at rounding level below lam_c = {lam_c:.6g}: not a fixed "
+            "point (the zero predictor is one only above lam_c)"
+        )
+        warn(ConvergenceWarning, f"pretrain at {params}: {message}")
     if oc.prox.n_failed:
         message += f"; {oc.prox.n_failed} proximal samples above tolerance"
     return Observables(
@@ -565,7 +574,7 @@ def recalibrated(
         if isinstance(b, bool | np.bool_) or not (np.isreal(b) and math.isfinite(b) and b > 0):
             raise ValueError(f"beta must be finite numbers > 0, got beta={b!r}")
     Q, M, V = pre.Q, pre.M, pre.V
-    beta_star = M / Q if Q > 0 else math.nan
+    beta_star = noise.beta_star(Q, M, pre.Q0)
     T, A0 = params.T, pre.Q0 + params.Delta / 2
     errors = []  # (E, E_se, L, L_se) per β
     if method == "exact" or (params.activation == "linear" and Q == 0):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from hdlora.harness.progress import progress_enabled
 from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
+from hdlora.theory import noise
 from hdlora.theory.finetune import finetune
 from hdlora.theory.pretrain import pretrain, recalibrated
 from hdlora.theory.two_stage import merge_stages
@@ -109,9 +110,12 @@ def sweep(
                 pre = eff
             b0 = beta
             if b0 is None:
-                if not pre.Q > 0:
-                    raise ValueError(f"beta=None needs Q > 0 (β* = M/Q), got Q={pre.Q} at {p_pre}")
-                b0 = pre.M / pre.Q
+                b0 = noise.beta_star(pre.Q, pre.M, pre.Q0)
+                if math.isnan(b0):
+                    raise ValueError(
+                        f"beta=None: β* = M/Q is undefined, the pre-training at {p_pre} is the "
+                        f"zero predictor (Q = {pre.Q:.3g}); search lam below lambda_c"
+                    )
             pre_rows = {scale: pre for scale in scales}
             todo = [scale for scale in scales if b0 * scale != 1.0]
             if isinstance(pre, Observables) and todo:
