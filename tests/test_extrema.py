@@ -73,3 +73,10 @@ def test_bad_input_names_its_parameter():
         locate_extremum([1, 2, 3], [1, 0, 1], kind="argmin")
     with pytest.raises(ValueError, match="increasing"):
         locate_extremum([1, 3, 2], [1, 0, 1])
+
+
+def test_too_few_points_are_not_a_location():
+    ext = locate_extremum([0.1, 1.0], [2.0, 1.0], [0.1, 0.1])
+    assert not ext.located and ext.x == 1.0 and "fewer than 3" in ext.note
+    none = locate_extremum([0.1, 1.0], [np.nan, np.nan])
+    assert not none.located and math.isnan(none.x)

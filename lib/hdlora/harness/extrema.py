@@ -52,16 +52,29 @@ def locate_extremum(
     x, y, y_se=None, *, kind: str = "min", log: bool = True, half_width: int = 2
 ) -> Extremum:
     """The minimum (``kind="min"``) or maximum of the curve (x, y ± y_se) by a local
-    parabola, see the module docstring. ``x`` increasing, > 0 when ``log``; ``y_se`` None or
-    zeros: unit weights (the error then comes from the residuals alone)."""
+    parabola, see the module docstring. ``x`` increasing, > 0 when ``log`` (non-finite points
+    are dropped; fewer than 3 left: not a location); ``y_se`` None or zeros: unit weights (the
+    error then comes from the residuals alone)."""
     if kind not in ("min", "max"):
         raise ValueError(f"kind must be 'min' or 'max', got kind={kind!r}")
     x, y = np.asarray(x, float), np.asarray(y, float)
     se = np.zeros_like(y) if y_se is None else np.asarray(y_se, float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y, se = x[keep], y[keep], se[keep]
-    if len(x) < 3 or np.any(np.diff(x) <= 0) or (log and x[0] <= 0):
-        raise ValueError(f"need >= 3 finite, increasing x (> 0 on a log axis), got x={x}")
+    if np.any(np.diff(x) <= 0) or (log and len(x) and x[0] <= 0):
+        raise ValueError(f"need increasing x (> 0 on a log axis), got x={x}")
+    if len(x) == 0:
+        return Extremum(
+            kind=kind,
+            x=math.nan,
+            x_se=math.nan,
+            y=math.nan,
+            y_se=math.nan,
+            grid_x=math.nan,
+            located=False,
+            n_points=0,
+            note="no finite point",
+        )
     i = int(np.argmin(y) if kind == "min" else np.argmax(y))
     grid = dict(
         kind=kind,
@@ -72,6 +85,8 @@ def locate_extremum(
         grid_x=float(x[i]),
         located=False,
     )
+    if len(x) < 3:
+        return Extremum(**grid, n_points=len(x), note="fewer than 3 points")
     if i in (0, len(x) - 1):
         return Extremum(**grid, n_points=1, note="at the edge of the grid")
     lo, hi = max(0, i - half_width), min(len(x), i + half_width + 1)
