@@ -1,16 +1,16 @@
-r"""The location of a curve's minimum or maximum, by a local fit, with its standard error.
+"""The location of a curve's minimum or maximum, by a local fit, with its standard error.
 
-A theory curve is a list of points $(x_i, y_i \pm s_i)$ on a grid. Reading its optimum off the
-grid gives a grid point, not a location: :func:`locate_extremum` fits a parabola
-$y = a u^2 + b u + c$ (in $u = \log x$ on a log axis) by weighted least squares to the
-``2 * half_width + 1`` points around the grid optimum and returns its vertex
-$u^* = -b / 2a$. The standard error of $u^*$ comes from the covariance of $(a, b)$ by the delta
-method, $\nabla u^* = (b / 2a^2, -1/2a)$; the covariance is scaled by the reduced $\chi^2$ of the
-fit when it exceeds 1 (the grid's curvature beyond the parabola, or errors larger than the
-stated ones, widen the error; errors correlated along a curve — common random numbers — make
-the stated ones conservative). An optimum at the edge of the grid, a fit without curvature of
-the right sign, or a vertex outside the fitted points is not a location: the record says so
-(``located`` False, ``note``) and gives the grid point with a NaN standard error.
+A theory curve is a list of points (x_i, y_i ± s_i) on a grid. Reading its optimum off the grid
+gives a grid point, not a location: :func:`locate_extremum` fits a parabola y = a u² + b u + c
+(in u = log x on a log axis) by weighted least squares to the ``2 * half_width + 1`` points
+around the grid optimum and returns its vertex u* = −b/(2a). The standard error of u* comes
+from the covariance of (a, b) by the delta method, ∇u* = (b/(2a²), −1/(2a)); the covariance is
+scaled by the reduced χ² of the fit when it exceeds 1 (the grid's curvature beyond the
+parabola, or errors larger than the stated ones, widen the error; errors correlated along a
+curve — common random numbers — make the stated ones conservative). An optimum at the edge of
+the grid, fewer than 3 points, a fit without curvature of the right sign, or a vertex outside
+the fitted points is not a location: the record says so (``located`` False, ``note``) and
+gives the grid point with a NaN standard error.
 """
 
 from __future__ import annotations
