@@ -285,7 +285,7 @@ for lf in lam_fts:
         + (" (a tie)" if gap > -2 * gap_se else "")))
     for col, name in (("test_error", "E"), ("ft_test_error", "E'")):
         m = locate_extremum(c["lam"], c[col], c[f"{col}_se"])
-        near = m.located and abs(math.log(m.x / 0.3)) <= 2 * m.x_se / m.x
+        near = m.agrees_with(0.3)
         rows.append(reading(
             figure="fig3", claim=f"a finite λ ≈ 0.3 minimises {name}", location="§4, Fig. 3",
             quantity=f"λ' = {lf:g}: argmin_λ {name}", measured=m.x, se=m.x_se, paper=0.3,

@@ -320,15 +320,6 @@ display(readings)
 common = dict(figure="fig6", location="§4, Fig. 6")
 
 
-def near(ext, value, log):
-    """The paper's value within 2 standard errors of the located optimum."""
-    if not ext.located:
-        return False
-    if log:
-        return abs(np.log(ext.x / value)) <= 2 * ext.x_se / ext.x
-    return abs(ext.x - value) <= 2 * ext.x_se
-
-
 def how(ext, searched):
     return (f"local parabola through {ext.n_points} points; searched {searched}" if ext.located
             else f"{ext.note}; searched {searched}")
@@ -337,11 +328,11 @@ def how(ext, searched):
 tidy = [
     reading(claim="the best pre-training is λ = 0.005", quantity="argmin_λ of min_{β,λ'} E'",
             measured=lam_opt.x, se=lam_opt.x_se, paper=0.005,
-            verdict=verdict_of(near(lam_opt, 0.005, True), partly=lam_opt.located),
+            verdict=verdict_of(lam_opt.agrees_with(0.005), partly=lam_opt.located),
             reason=how(lam_opt, f"{min(search_lams):g}–{max(search_lams):g}"), **common),
     reading(claim="with β = 0.8 β*", quantity=f"argmin_β/β* of min_λ' E' at λ = {best_lam:g}",
             measured=beta_opt.x, se=beta_opt.x_se, paper=paper_beta_scale,
-            verdict=verdict_of(near(beta_opt, paper_beta_scale, False),
+            verdict=verdict_of(beta_opt.agrees_with(paper_beta_scale),
                                partly=beta_opt.located),
             reason=how(beta_opt, f"{min(search_beta_scales):g}–{max(search_beta_scales):g}"),
             **common),

@@ -80,3 +80,21 @@ def test_too_few_points_are_not_a_location():
     assert not ext.located and ext.x == 1.0 and "fewer than 3" in ext.note
     none = locate_extremum([0.1, 1.0], [np.nan, np.nan])
     assert not none.located and math.isnan(none.x)
+
+
+def test_a_paper_value_agrees_within_two_standard_errors_on_the_fit_axis():
+    x = np.geomspace(1e-3, 1.0, 15)
+    y = 0.3 + 0.05 * (np.log(x) - math.log(0.02)) ** 2 + 1e-4 * np.cos(40 * np.log(x))
+    ext = locate_extremum(x, y, np.full_like(y, 1e-3))
+    assert ext.located and ext.x_se > 0
+    assert ext.agrees_with(ext.x * math.exp(1.9 * ext.x_se / ext.x))
+    assert not ext.agrees_with(ext.x * math.exp(2.1 * ext.x_se / ext.x))
+    lin = locate_extremum(
+        np.linspace(0, 1, 11),
+        (np.linspace(0, 1, 11) - 0.43) ** 2 + 0.1,
+        log=False,
+        y_se=np.full(11, 1e-3),
+    )
+    assert lin.agrees_with(lin.x + 1.9 * lin.x_se) and not lin.agrees_with(lin.x + 2.1 * lin.x_se)
+    edge = locate_extremum(x, x)
+    assert not edge.agrees_with(edge.x)  # a grid point is not a location

@@ -35,6 +35,16 @@ class Extremum:
     located: bool
     n_points: int
     note: str = ""
+    log: bool = True  # the axis the parabola was fitted on
+
+    def agrees_with(self, value: float, n_se: float = 2.0) -> bool:
+        """Whether ``value`` (a paper's reading) lies within ``n_se`` standard errors of the
+        located optimum, on the fit's axis (relative on a log axis); False when not located."""
+        if not self.located:
+            return False
+        if self.log:
+            return abs(math.log(self.x / value)) <= n_se * self.x_se / self.x
+        return abs(self.x - value) <= n_se * self.x_se
 
 
 def _fit(u, y, w):
@@ -74,6 +84,7 @@ def locate_extremum(
             located=False,
             n_points=0,
             note="no finite point",
+            log=log,
         )
     i = int(np.argmin(y) if kind == "min" else np.argmax(y))
     grid = dict(
@@ -84,6 +95,7 @@ def locate_extremum(
         y_se=float(se[i]),
         grid_x=float(x[i]),
         located=False,
+        log=log,
     )
     if len(x) < 3:
         return Extremum(**grid, n_points=len(x), note="fewer than 3 points")
@@ -120,4 +132,5 @@ def locate_extremum(
         grid_x=float(x[i]),
         located=True,
         n_points=hi - lo,
+        log=log,
     )
