@@ -303,7 +303,7 @@ assert profile == "smoke" or check_rec.passed, check_rec.failures
 
 # %%
 from hdlora.theory import pretrain  # noqa: E402
-from hdlora.theory.pretrain import recalibrated  # noqa: E402
+from hdlora.theory.recalibration import recalibrated  # noqa: E402
 
 lin = two_stage.replace(activation="linear")
 pre_lin = pretrain(lin, method="exact")

@@ -20,7 +20,7 @@
 # \Delta_{\rm eff}(\beta^*)=\frac\Delta2+Q_0-\frac{M^2}{Q} \tag{26}$$
 # is minimal at $\beta^*$: one scalar tuned on the fine-tuning task can improve the transfer
 # without re-running the pre-training. In the theory the rescaling multiplies every frozen field
-# $z$ by $\beta$ (`hdlora.theory.finetune(..., beta=β)`, `pretrain.recalibrated` for the
+# $z$ by $\beta$ (`hdlora.theory.finetune(..., beta=β)`, `recalibration.recalibrated` for the
 # pre-training errors $\mathcal E(\beta)=\mathbb E\|\sigma(\beta\tilde z)-\sigma(z^*)\|_F^2$ under
 # $\mathcal Q$); in the simulation $\hat W$ is rescaled after the L-BFGS pre-training.
 #
@@ -87,7 +87,7 @@ from hdlora.harness.readings import reading, readings_table, simulation_sizes, v
 from hdlora.harness.run import Run
 from hdlora.simulation import recalibration_scan
 from hdlora.theory import bayes_optimal, noise, pretrain, sweep
-from hdlora.theory.pretrain import recalibrated
+from hdlora.theory.recalibration import recalibrated
 
 run = Run("fig6_recalibration", out_dir, profile, recompute)
 n_beta = run.choose(n_beta, smoke=3, quick=21, paper=31)

@@ -81,7 +81,7 @@ def test_beta_star_is_undefined_for_the_zero_predictor():
 
     from hdlora import Params
     from hdlora.theory import finetune, pretrain
-    from hdlora.theory.pretrain import recalibrated
+    from hdlora.theory.recalibration import recalibrated
 
     p = Params(T=2, Delta=0.5, alpha=0.5, activation="linear", lam=0.1, lam_ft=0.5)
     lam_c = pretrain(p, method="exact").info["lambda_c"]

@@ -19,7 +19,7 @@ import pytest
 from hdlora import Params
 from hdlora.theory import pretrain
 from hdlora.theory.laws import FinetuneSamples, PretrainSamples, rqmc_size
-from hdlora.theory.pretrain import linear_conjugates
+from hdlora.theory.pretrain_linear import linear_conjugates
 
 LIN = Params(T=3, Delta=0.5, alpha=0.1, alpha_ft=3, lam=0.1, lam_ft=0.5, activation="linear")
 
@@ -127,6 +127,9 @@ def test_uninformed_point_selected_when_informed_collapses():
     r = finetune(p, pre, n_mc=2000, seed=0, progress=False)
     assert r.info["fixed_point"] == "uninformed" and r.info["n_fixed_points"] == 1
     assert r.m == 0.0 and r.overlap == 0.0
+    # at m = 0 the conjugate m̂ vanishes in expectation (w → −w): the record holds 0, not the
+    # sample mean's noise, and the free entropy (22) is computed with it
+    assert r.m_hat == 0.0
     assert r.info["uninformed_coarse_only"] is False  # the selected point is the full solve
 
 

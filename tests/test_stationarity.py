@@ -335,3 +335,15 @@ def test_finetune_check_fails_with_m_hat_off_by_2_percent(case):
     bad = violations(derivatives, stein=STEIN)
     assert "m_hat" in {d.name for d in bad}, report(derivatives)
     assert max(abs(d.value) / d.scale for d in bad) > 1e3 * EXACT_TOL
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_records_free_entropies_are_eqs_21_and_22(case):
+    """The free entropy a record reports (the selection between fixed points compares it) is
+    the value of eq. (21) resp. (22) written here, at the record's order parameters and
+    conjugates on the same samples (up to the rounding of the proximals' warm starts)."""
+    p, pre, ft = solved(case)
+    for setup, record in ((pretrain_setup, pre), (finetune_setup, ft)):
+        entropy, x, _ = setup(case)
+        phi = entropy.coupling(x) + entropy.input(x) + entropy.channel(x).mean()
+        assert record.info["free_entropy"] == pytest.approx(phi, rel=1e-9, abs=1e-12)

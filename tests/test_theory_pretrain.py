@@ -130,7 +130,35 @@ def test_a_collapse_onto_zero_below_lambda_c_is_not_converged(monkeypatch):
         )
 
     module = importlib.import_module("hdlora.theory.pretrain")
-    monkeypatch.setattr(module, "solve", collapsed)
+    monkeypatch.setattr(importlib.import_module("hdlora.theory.driver"), "solve", collapsed)
     with pytest.warns(ConvergenceWarning, match="rounding level"):
         rec = module.pretrain(SOFT.replace(lam=0.5), n_mc=1024, seed=0, progress=False)
     assert not rec.converged and "not a fixed point" in rec.message
+
+
+@pytest.mark.parametrize("phi, expected", [(10.0, "nonzero"), (-10.0, "zero")])
+def test_above_lambda_c_the_larger_free_entropy_is_selected(monkeypatch, phi, expected):
+    """Above λ_c the zero predictor Ŵ = 0 is a fixed point (Φ = −E‖σ(0) − σ(z*)‖²_F ≈ −0.5
+    here, eq. 45). A fixed point with Ŵ ≠ 0 found there is kept only when its free entropy
+    (21) is the larger. The coexistence is planted: the solve returns the fixed point of
+    0.9 λ_c with its free entropy set to ±10."""
+    import dataclasses
+    import importlib
+
+    driver = importlib.import_module("hdlora.theory.driver")
+    real = driver.run_stage
+
+    def coexisting(stage, x, **kw):
+        below = dataclasses.replace(stage, params=stage.params.replace(lam=0.9 * stage.lam_c))
+        return dataclasses.replace(real(below, x, **kw), phi=phi)
+
+    lam_c = pretrain(SOFT, n_mc=1024, seed=0).info["lambda_c"]
+    monkeypatch.setattr(driver, "run_stage", coexisting)
+    rec = pretrain(SOFT.replace(lam=1.1 * lam_c), n_mc=1024, seed=0, progress=False)
+    if expected == "nonzero":
+        assert rec.Q > 0 and rec.info["fixed_point"] == "nonzero"
+        assert rec.info["n_fixed_points"] == 2 and rec.info["free_entropy"] == phi
+        assert -1 < rec.info["free_entropy_zero"] < 0
+    else:
+        assert rec.Q == rec.M == rec.V == 0.0 and rec.converged
+        assert "selected by free entropy" in rec.message

@@ -11,7 +11,7 @@ from scipy.optimize import minimize_scalar
 from hdlora import EffectivePretraining, Params
 from hdlora.theory import finetune, pretrain, state_evolution
 from hdlora.theory.laws import active_selection, noise_variance
-from hdlora.theory.pretrain import recalibrated
+from hdlora.theory.recalibration import recalibrated
 
 LIN = Params(T=3, Delta=0.5, alpha=0.1, alpha_ft=3, lam=0.01, lam_ft=0.5, activation="linear")
 SOFT = Params(T=3, Delta=0.0, alpha_ft=3, lam_ft=0.5, activation="softmax")
@@ -216,7 +216,7 @@ def test_a_failed_continuation_start_is_retried_not_replaced_by_m_zero(monkeypat
 
     from hdlora.theory.fixed_point import FixedPointResult
 
-    ft_module = importlib.import_module("hdlora.theory.finetune")
+    ft_module = importlib.import_module("hdlora.theory.driver")  # where the solves are made
     real_solve = ft_module.solve
     planted = []
 

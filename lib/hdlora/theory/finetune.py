@@ -31,14 +31,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
-from hdlora.theory import noise
-from hdlora.theory.fixed_point import OutOfDomain, solve
+from hdlora.theory import driver, noise
+from hdlora.theory.fixed_point import OutOfDomain
 from hdlora.theory.laws import (
     Q0_TEACHER_W,
     FinetuneSamples,
@@ -49,14 +50,8 @@ from hdlora.theory.laws import (
     noise_variance,
     side_fields,
 )
-from hdlora.theory.precision import (
-    block_means,
-    fixed_point_covariance,
-    gradient,
-    jacobian,
-    propagate,
-)
-from hdlora.theory.prox_finetune import finetune_prox
+from hdlora.theory.precision import gradient, propagate
+from hdlora.theory.prox_finetune import FinetuneProxResult, finetune_prox
 from hdlora.theory.replicon import finetune_replicon
 
 #: the test fields of FinetuneSamples (without the ``test_`` prefix)
@@ -64,8 +59,101 @@ TEST_FIELDS = ("chi_star", "zeta", "g", "zeta_pre")
 #: the uninformed fixed point is solved on the coarse block only when it loses the selection by
 #: more than this many standard errors of its free entropy (eq. 22) there
 SELECT_MARGIN = 10.0
-#: evaluations allowed to a fixed-point round that takes every proximal start at each evaluation
-EVERY_START_ITER = 40
+
+
+@dataclass
+class FinetuneChannel:
+    """One evaluation of the output channel (70)–(72): ``per_sample`` (n, 3) summands of
+    (m̂, q̂, v̂) and the proximal record ``prox`` (:func:`finetune_prox`)."""
+
+    per_sample: np.ndarray
+    prox: FinetuneProxResult
+
+    @property
+    def point(self) -> np.ndarray:
+        """The proximal maximisers χ (n, T): the warm start of the next evaluation."""
+        return self.prox.chi
+
+    @property
+    def objective(self) -> np.ndarray:
+        """F = −ψ (eq. 63) at the maximisers (n,)."""
+        return self.prox.objective
+
+
+@dataclass
+class FinetuneStage:
+    """The fine-tuning's physics for :mod:`hdlora.theory.driver`: x = (m, q, v), the output
+    channel (70)–(72) with the frozen training fields (z*, z) as side information, the input
+    channel (67)–(69), the free entropy (22); the uninformed fixed point pins m = 0 (exact by
+    the w → −w symmetry). ``control_variate``: E[χ*ᵀχ̃] = m T q0 in m̂ (module docstring)."""
+
+    params: Params
+    samples: FinetuneSamples
+    zs_tr: np.ndarray
+    z_tr: np.ndarray
+    control_variate: bool
+    name = "finetune"
+    pinned = (0,)
+    rounds = 3
+    every_start_rounds = True
+
+    def evaluate(self, x, samples, warm, every_start):
+        m, q, v = x
+        T, ap, q0 = self.params.T, self.params.alpha_ft, Q0_TEACHER_W
+        k = len(samples.chi_star)
+        cs = samples.chi_star * math.sqrt(q0)
+        ct = chi_tilde(cs, samples.zeta, m, q, q0)
+        r = finetune_prox(
+            cs,
+            ct,
+            self.zs_tr[:k],
+            self.z_tr[:k],
+            q,
+            v,
+            self.params.activation,
+            q0=q0,
+            warm=warm,
+            both_signs=every_start,
+        )
+        if self.control_variate:
+            # control variate: E[χ*ᵀχ̃] = m T q0 exactly (eq. 62), so only χ*ᵀ(χ − χ̃) is
+            # averaged; the i.i.d. term χ*ᵀχ̃ carried ~90 % of the variance of m̂
+            mh = ap / v * ((cs * (r.chi - ct)).sum(axis=1) + m * T * q0 - m / v * r.trace_C)
+        else:
+            mh = ap / v * ((cs * r.chi).sum(axis=1) - m / v * r.trace_C)
+        qh = ap / v**2 * ((r.chi - ct) ** 2).sum(axis=1)
+        vh = ap * T / v - ap / v**2 * r.trace_C - 2 * ap * r.dq_psi
+        return FinetuneChannel(np.stack([mh, qh, vh], axis=1), r)
+
+    def input_channel(self, conjugates):
+        m_hat, q_hat, v_hat = conjugates
+        denom = 2 * self.params.lam_ft + v_hat
+        if not denom > 0:
+            raise OutOfDomain(f"2λ' + v̂ = {denom} <= 0")
+        v_new = 1.0 / denom
+        return np.array([m_hat * v_new, (m_hat**2 + q_hat) * v_new**2, v_new])
+
+    def check(self, x_new, coarse):
+        """The fine-tuning has no closed-form end point."""
+
+    def project(self, x):
+        m, q, v = x
+        return x if (q > 0 and v > 0 and m * m < q * Q0_TEACHER_W) else None
+
+    def free_entropy(self, x, conjugates, evaluation):
+        """φ of eq. (22) at (m, q, v; m̂, q̂, v̂): E max ψ = −E F(prox) (F = −ψ)."""
+        m, q, v = x
+        m_hat, q_hat, v_hat = conjugates
+        ap = self.params.alpha_ft
+        return float(
+            -m * m_hat / ap
+            + (q * v_hat - v * q_hat) / (2 * ap)
+            + (m_hat**2 + q_hat) / (2 * ap * (2 * self.params.lam_ft + v_hat))
+            - evaluation.objective.mean()
+        )
+
+    def desc(self, kind, coarse):
+        return f"finetune SE ({kind}{', coarse' if coarse else ''}) lam_ft={self.params.lam_ft:g}"
 
 
 def finetune(
@@ -123,9 +211,30 @@ def finetune(
     """
     t0 = time.perf_counter()
     check_method(method)
+    _check_protocol(params, rho, beta)
     pre = pretrain_result
-    T = params.T
-    q0 = Q0_TEACHER_W
+    stage, frozen, side_info = _training_channel(params, pre, n_mc, seed, method, rho, beta)
+    context = dict(n_mc=int(n_mc), seed=int(seed), t0=t0, method=method, side_info=side_info)
+    if math.isinf(params.lam_ft):  # no LoRA: ŵ = 0, the frozen baseline of eq. (79)
+        return _frozen_baseline(stage, pre, frozen, beta, **context)
+    x_start = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
+    if stage.project(x_start) is None or x_start[0] <= 0:
+        raise ValueError(f"x0 = (m, q, v) must satisfy m > 0, q > m², v > 0; got {tuple(x_start)}")
+    solver = dict(tol=tol, max_iter=max_iter, damping=damping, progress=progress)
+    found, retried = _fixed_points(stage, x_start, x0 is not None, select, solver)
+    chosen, n_distinct = driver.select(found, "informed", "uninformed", _informed)
+    notes = _selection_notes(found, chosen, select, retried)
+    info = {
+        "coarse_iter": sum(f.coarse_iter for f in found.values()),
+        **driver.selection_info(found, chosen, n_distinct),
+        "uninformed_coarse_only": bool(select and found["uninformed"].coarse_only),
+    }
+    n_iter = sum(f.n_iter for f in found.values())
+    return _record(stage, pre, found[chosen], frozen, beta, notes, n_iter, info, **context)
+
+
+def _check_protocol(params: Params, rho, beta) -> None:
+    """β > 0 finite; ρ ∈ (0, 1] or None, and Algorithm 1 only with fresh sequences."""
     if isinstance(beta, bool) or not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta must be a finite number > 0, got beta={beta!r}")
     if rho is not None:
@@ -133,18 +242,18 @@ def finetune(
             raise ValueError(f"rho must satisfy 0 < rho <= 1 (or None), got rho={rho!r}")
         if params.reuse:
             raise ValueError("rho (active fine-tuning, Algorithm 1) needs fresh sequences, e = 0")
+
+
+def _training_channel(params: Params, pre, n_mc, seed, method, rho, beta):
+    """The stage on its samples: the frozen training fields (z*, z) of law 𝒬 (e = 0) or ℛ
+    (e = 1), selected by Algorithm 1 when ``rho`` is set and recalibrated by β; with the
+    record's frozen fields (recalibrated Q, M, Δ_eff of eq. 25) and the measured noise."""
+    T = params.T
     samples = FinetuneSamples.draw(n_mc, T, seed, method)
     if rho is not None:
+        n, blocks = len(samples.g), samples.blocks
         g_sel, zeta_sel = active_selection(
-            pre,
-            params.Delta,
-            T,
-            params.activation,
-            len(samples.g),
-            samples.blocks,
-            rho,
-            seed,
-            beta,
+            pre, params.Delta, T, params.activation, n, blocks, rho, seed, beta
         )
         samples = dataclasses.replace(samples, g=g_sel, zeta_pre=zeta_sel)
     zs_tr, z_tr, side_info = side_fields(
@@ -159,332 +268,131 @@ def finetune(
         V=pre.V,
         beta=float(beta),
         beta_star=noise.beta_star(pre.Q, pre.M, pre.Q0),
-        Delta_eff=params.Delta / 2 + pre.Q0 - 2 * M_used + Q_used,
+        Delta_eff=noise.delta_eff(params.Delta, pre.Q0, Q_used, M_used),
         rho=math.nan if rho is None else float(rho),
         selection="uniform" if rho is None else "active",
     )
     side_info = {**side_info, "Delta_eff_train": noise_variance(zs_tr, z_tr)}
-    chi_star = samples.chi_star * math.sqrt(q0)
-    ap = params.alpha_ft
+    stage = FinetuneStage(params, samples, zs_tr, z_tr, control_variate=method == "rqmc")
+    return stage, frozen, side_info
 
-    if math.isinf(params.lam_ft):  # no LoRA: ŵ = 0, the frozen baseline of eq. (79)
-        (E, E_se), (L, L_se), (F, F_se) = finetune_errors(
-            params, pre, samples, 0.0, 0.0, np.zeros_like(chi_star), zs_tr, z_tr, beta
-        )
-        return Observables(
-            params=params,
-            source="theory",
-            ft_test_error=E,
-            ft_test_error_se=E_se,
-            ft_train_error=L,
-            ft_train_error_se=L_se,
-            forgetting_error=F,
-            forgetting_error_se=F_se,
-            overlap=0.0,
-            overlap_se=0.0,  # exact: ŵ = 0
-            **frozen,
-            q0=q0,
-            q=0.0,
-            q_se=0.0,
-            m=0.0,
-            m_se=0.0,
-            v=0.0,
-            converged=True,
-            n_iter=0,
-            residual=0.0,
-            message="lam_ft = inf: w = 0",
-            ft_replicon=0.0,
-            ft_replicon_stable=True,
-            n_mc=int(n_mc),
-            seed=int(seed),
-            wall_time=time.perf_counter() - t0,
-            info={"method": method, **side_info},
-        )
-    cv = method == "rqmc"
 
-    def make_channel(sub: FinetuneSamples, zs_sub, z_sub):
-        """The output channel (70)–(72) on the samples ``sub``: per-sample conjugates."""
-        cs = sub.chi_star * math.sqrt(q0)
-
-        def channel(m, q, v, warm, both_signs=True):
-            ct = chi_tilde(cs, sub.zeta, m, q, q0)
-            r = finetune_prox(
-                cs,
-                ct,
-                zs_sub,
-                z_sub,
-                q,
-                v,
-                params.activation,
-                q0=q0,
-                warm=warm,
-                both_signs=both_signs,
-            )
-            if cv:
-                # control variate: E[χ*ᵀχ̃] = m T q0 exactly (eq. 62), so only χ*ᵀ(χ − χ̃) is
-                # averaged; the i.i.d. term χ*ᵀχ̃ carried ~90 % of the variance of m̂
-                mh = ap / v * ((cs * (r.chi - ct)).sum(axis=1) + m * T * q0 - m / v * r.trace_C)
-            else:
-                mh = ap / v * ((cs * r.chi).sum(axis=1) - m / v * r.trace_C)
-            qh = ap / v**2 * ((r.chi - ct) ** 2).sum(axis=1)
-            vh = ap * T / v - ap / v**2 * r.trace_C - 2 * ap * r.dq_psi
-            return np.stack([mh, qh, vh], axis=1), r
-
-        return channel
-
-    def input_channel(conj):
-        m_hat, q_hat, v_hat = conj
-        denom = 2 * params.lam_ft + v_hat
-        if not denom > 0:
-            raise OutOfDomain(f"2λ' + v̂ = {denom} <= 0")
-        v_new = 1.0 / denom
-        return np.array([m_hat * v_new, (m_hat**2 + q_hat) * v_new**2, v_new])
-
-    def make_map(channel, cache, every_start=False):
-        def G(x):
-            # warm start between iterations; every start (±χ̃) at the first and final evaluation
-            # (and at every evaluation with ``every_start``)
-            per, r = channel(*x, cache["chi"], both_signs=every_start)
-            cache["chi"] = r.chi
-            return input_channel(per.mean(axis=0))
-
-        return G
-
-    def project(x):
-        m, q, v = x
-        return x if (q > 0 and v > 0 and m * m < q * q0) else None
-
-    x_start = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
-    if project(x_start) is None or x_start[0] <= 0:
-        raise ValueError(f"x0 = (m, q, v) must satisfy m > 0, q > m², v > 0; got {tuple(x_start)}")
-
-    def pinned(G):
-        """The map restricted to m = 0 (the uninformed fixed point: exact by w → −w)."""
-
-        def Gm(x):
-            out = G(np.array([0.0, x[1], x[2]]))
-            out[0] = 0.0
-            return out
-
-        return Gm
-
-    def run(x, pin, coarse_only=False):
-        """Coarse then full fixed point from x (m pinned to 0 when ``pin``); with
-        ``coarse_only`` the coarse fixed point, evaluated on its block from every start."""
-        wrap = pinned if pin else (lambda G: G)
-        kind = "uninformed" if pin else "informed"
-        n_iter = coarse_iter = 0
-        if cv and samples.blocks > 1:
-            # coarse stage: one RQMC block (1/8 of the cost per iteration) to tolerance 1e-3,
-            # then the full sample from there (few expensive iterations)
-            sub = samples.subset(1)
-            k = len(sub.chi_star)
-            ch = make_channel(sub, zs_tr[:k], z_tr[:k])
-            fpc = solve(
-                wrap(make_map(ch, {"chi": None})),
-                x,
-                tol=max(tol, 1e-3),
-                max_iter=max_iter,
-                damping=damping,
-                project=project,
-                progress=progress,
-                desc=f"finetune SE ({kind}, coarse) lam_ft={params.lam_ft:g}",
-                warn_failure=False,
-            )
-            coarse_iter = fpc.n_iter
-            if coarse_only:
-                per, r = ch(*fpc.x, None)
-                if pin:
-                    per = per.copy()
-                    per[:, 0] = 0.0
-                phi = free_entropy(fpc.x, per.mean(axis=0), r.objective)
-                phi_se = float(np.std(r.objective) / math.sqrt(k))
-                return dict(
-                    x=fpc.x,
-                    fp=fpc,
-                    per=per,
-                    r=r,
-                    n_iter=0,
-                    coarse=coarse_iter,
-                    phi=phi,
-                    phi_se=phi_se,
-                    coarse_only=True,
-                )
-            if fpc.converged and (pin or fpc.x[0] > 0):
-                x = fpc.x
-        channel = make_channel(samples, zs_tr, z_tr)
-        cache: dict = {"chi": None}
-        every, fell_back, n_rounds = False, False, 0
-        while n_rounds < 3:
-            # a round after the first means that the warm-started proximals had left samples in
-            # worse local minima, and the warm-started map depends on the path of the iterates
-            # (measured: 178 iterations at a noise floor ~1e-3 on an uninformed point); such a
-            # round takes the best of all starts at every evaluation (3× the cost per
-            # evaluation, a map of x alone), within EVERY_START_ITER evaluations
-            G = wrap(make_map(channel, cache, every_start=every))
-            warm_before = cache["chi"]
-            budget = max_iter - n_iter
-            fp = solve(
-                G,
-                x,
-                tol=tol,
-                max_iter=min(budget, EVERY_START_ITER) if every else budget,
-                damping=damping,
-                project=project,
-                progress=progress,
-                desc=f"finetune SE ({kind}) lam_ft={params.lam_ft:g}",
-                warn_failure=not every,
-            )
-            n_iter += fp.n_iter
-            if every and not fp.converged and n_iter < max_iter:
-                # the best-of-starts map has no fixed point within reach: samples keep
-                # switching between the proximal's minima (measured at replicon 1.26). Back to
-                # the warm-started rounds, as before, from the same point and proximals
-                every, fell_back = False, True
-                cache["chi"] = warm_before
-                continue
-            n_rounds += 1
-            x = fp.x
-            # final evaluation from every start (±χ̃ and the warm start): if another start found
-            # a better proximal, the fixed point is solved again from there
-            per, r = channel(*x, cache["chi"])
-            changed = float(np.abs(r.chi - cache["chi"]).max())
-            cache["chi"] = r.chi
-            if not fp.converged or changed < 1e-8 or n_iter >= max_iter:
-                break
-            every = not fell_back
-        if pin:  # m̂ = 0 at m = 0 in expectation (its sample mean is noise)
-            per = per.copy()
-            per[:, 0] = 0.0
-        phi = free_entropy(x, per.mean(axis=0), r.objective)
-        phi_se = float(np.std(r.objective) / math.sqrt(len(r.objective)))
-        return dict(
-            x=x,
-            fp=fp,
-            per=per,
-            r=r,
-            n_iter=n_iter,
-            coarse=coarse_iter,
-            phi=phi,
-            phi_se=phi_se,
-            coarse_only=False,
-            fell_back=fell_back,
-        )
-
-    def free_entropy(x, conj, objective):
-        """φ of eq. (22) at (m, q, v; m̂, q̂, v̂): E max ψ = −E F(prox) (F = −ψ)."""
-        m, q, v = x
-        m_hat, q_hat, v_hat = conj
-        return float(
-            -m * m_hat / ap
-            + (q * v_hat - v * q_hat) / (2 * ap)
-            + (m_hat**2 + q_hat) / (2 * ap * (2 * params.lam_ft + v_hat))
-            - objective.mean()
-        )
-
-    found = {"informed": run(x_start, pin=False)}
-    retried = False
-    if not found["informed"]["fp"].converged and x0 is not None:
-        # a continuation start (a sweep's neighbour) can fail where the default start does not
-        # (measured: Figure 2, α' = 3, Δ_eff = 10/3, replicon 1.26): retry once from there
-        retry = run(np.array((0.5, 0.5, 1.0)), pin=False)
-        retry["n_iter"] += found["informed"]["n_iter"]
-        found["informed"], retried = retry, True
-    informed = found["informed"]
-    if select:
-        x_pin = np.array([0.0, x_start[1], x_start[2]])
-        uninformed = None
-        if cv and samples.blocks > 1 and informed["fp"].converged and _informed(informed["x"]):
-            # the uninformed fixed point matters only through its free entropy: solved on the
-            # coarse block, it is kept when it loses the selection by far more than its Monte-
-            # Carlo error (SELECT_MARGIN standard errors of E F(prox) on the block), and solved
-            # on the full sample otherwise
-            uninformed = run(x_pin, pin=True, coarse_only=True)
-            margin = SELECT_MARGIN * uninformed["phi_se"]
-            if not (uninformed["fp"].converged and informed["phi"] - uninformed["phi"] > margin):
-                uninformed = None
-        found["uninformed"] = uninformed or run(x_pin, pin=True)
-    distinct = {
-        k: f
-        for k, f in found.items()
-        if k == "uninformed" or (f["fp"].converged and _informed(f["x"]))
-    }
-    if select and len(distinct) == 2 and informed["fp"].converged:
-        chosen = max(distinct, key=lambda k: distinct[k]["phi"])
-    elif select and not (informed["fp"].converged and "informed" in distinct):
-        chosen = "uninformed"  # the informed iteration failed or collapsed onto m = 0
-    else:
-        chosen = "informed"
-    best = found[chosen]
-    x, fp, per, r = best["x"], best["fp"], best["per"], best["r"]
-    n_iter = sum(f["n_iter"] for f in found.values())
-    coarse_iter = sum(f["coarse"] for f in found.values())
-    selection_info = {
-        "fixed_point": chosen,
-        "n_fixed_points": len(distinct),
-        "free_entropy": best["phi"],
-        "predicted_objective": -best["phi"],
-        **{f"free_entropy_{k}": f["phi"] for k, f in found.items()},
-        **{f"free_entropy_{k}_se": f["phi_se"] for k, f in found.items()},
-        "uninformed_coarse_only": bool(select and found["uninformed"]["coarse_only"]),
-    }
-    m_hat, q_hat, v_hat = per.mean(axis=0)
-    m, q, v = x
+def _frozen_baseline(stage, pre, frozen, beta, *, n_mc, seed, t0, method, side_info):
+    """λ' = ∞: ŵ = 0, the frozen baseline of eq. (79) (m = q = v = 0, exact)."""
+    params, samples = stage.params, stage.samples
+    chi = np.zeros_like(samples.chi_star)
     (E, E_se), (L, L_se), (F, F_se) = finetune_errors(
-        params, pre, samples, m, q, r.chi, zs_tr, z_tr, beta
+        params, pre, samples, 0.0, 0.0, chi, stage.zs_tr, stage.z_tr, beta
+    )
+    return Observables(
+        params=params,
+        source="theory",
+        ft_test_error=E,
+        ft_test_error_se=E_se,
+        ft_train_error=L,
+        ft_train_error_se=L_se,
+        forgetting_error=F,
+        forgetting_error_se=F_se,
+        overlap=0.0,
+        overlap_se=0.0,  # exact: ŵ = 0
+        **frozen,
+        q0=Q0_TEACHER_W,
+        q=0.0,
+        q_se=0.0,
+        m=0.0,
+        m_se=0.0,
+        v=0.0,
+        converged=True,
+        n_iter=0,
+        residual=0.0,
+        message="lam_ft = inf: w = 0",
+        ft_replicon=0.0,
+        ft_replicon_stable=True,
+        n_mc=n_mc,
+        seed=seed,
+        wall_time=time.perf_counter() - t0,
+        info={"method": method, **side_info},
+    )
+
+
+def _fixed_points(stage: FinetuneStage, x_start, continuation: bool, select: bool, solver):
+    """The informed fixed point from ``x_start`` and, with ``select``, the uninformed one.
+
+    A continuation start (a sweep's neighbour) can fail where the default start does not
+    (measured: Figure 2, α' = 3, Δ_eff = 10/3, replicon 1.26): it is retried once from there.
+    The uninformed point matters only through its free entropy: with RQMC it is first solved
+    on the coarse block, and kept there when it loses the selection by more than
+    ``SELECT_MARGIN`` standard errors of E F(prox) on the block."""
+    found = {"informed": driver.run_stage(stage, x_start, **solver)}
+    retried = False
+    if not found["informed"].converged and continuation:
+        retry = driver.run_stage(stage, np.array((0.5, 0.5, 1.0)), **solver)
+        retry.n_iter += found["informed"].n_iter
+        found["informed"], retried = retry, True
+    if not select:
+        return found, retried
+    informed = found["informed"]
+    x_pin = np.array([0.0, x_start[1], x_start[2]])
+    uninformed = None
+    coarse = stage.control_variate and stage.samples.blocks > 1
+    if coarse and informed.converged and _informed(informed.x):
+        uninformed = driver.run_stage(stage, x_pin, pin=True, coarse_only=True, **solver)
+        margin = SELECT_MARGIN * uninformed.phi_se
+        if not (uninformed.converged and informed.phi - uninformed.phi > margin):
+            uninformed = None
+    found["uninformed"] = uninformed or driver.run_stage(stage, x_pin, pin=True, **solver)
+    return found, retried
+
+
+def _selection_notes(found, chosen, select, retried) -> tuple[bool, str]:
+    """(whether the selection is decided, the record's message on how the point was found)."""
+    informed = found["informed"]
+    decided, message = True, ""
+    if select and chosen == "uninformed" and _informed(informed.x) is False:
+        message += "; the iteration from m > 0 did not reach an informed fixed point"
+    if select and chosen == "uninformed" and not informed.converged and _informed(informed.x):
+        # the informed iteration stopped away from m = 0 without converging: the selection
+        # cannot compare the free entropies, so the point is not a converged prediction
+        decided = False
+        message += "; the informed fixed point did not converge (the selection is undecided)"
+    if retried:
+        message += "; informed fixed point retried from the default start"
+    if found[chosen].fell_back:
+        message += (
+            "; the best-of-all-starts proximal map did not converge (samples switching between "
+            "local minima): warm-started fixed point"
+        )
+    return decided, message
+
+
+def _record(
+    stage, pre, sol, frozen, beta, notes, n_iter, info, *, n_mc, seed, t0, method, side_info
+):
+    """The record of a fixed point: errors, standard errors, replicon, flags and messages."""
+    params, samples, r, fp = stage.params, stage.samples, sol.evaluation.prox, sol.fixed_point
+    m, q, v = sol.x
+    m_hat, q_hat, v_hat = sol.per_sample.mean(axis=0)
+    (E, E_se), (L, L_se), (F, F_se) = finetune_errors(
+        params, pre, samples, m, q, r.chi, stage.zs_tr, stage.z_tr, beta
     )
     se: dict = dict(ft_test_error_se=E_se, ft_train_error_se=L_se, forgetting_error_se=F_se)
     precision_info: dict = {}
     se_note = ""
-    if cv and samples.blocks > 1:
+    if stage.control_variate and samples.blocks > 1:
         try:
-            se, precision_info = _fixed_point_se(
-                params,
-                pre,
-                samples,
-                zs_tr,
-                z_tr,
-                x,
-                per,
-                r,
-                make_channel,
-                make_map,
-                input_channel,
-                (E_se, L_se, F_se),
-                beta,
-            )
+            se, precision_info = _observable_se(stage, pre, sol, (E_se, L_se, F_se), beta)
         except OutOfDomain as err:  # a single block's conjugates leave the domain
             se_note = f"; block standard errors unavailable ({err})"
             warn(ConvergenceWarning, f"finetune at {params}: standard errors unavailable: {err}")
-    rep = finetune_replicon(ap, v, r.hessian)
+    rep = finetune_replicon(params.alpha_ft, v, r.hessian)
     if not rep.stable:
         warn(
             RepliconWarning,
             f"fine-tuning replicon (78) = {rep.value:.3g} >= 1 at {params}: the replica-symmetric "
             "prediction need not describe the minimisers",
         )
-    m_abs = abs(m)
-    converged = fp.converged and r.n_failed == 0
-    message = fp.message + se_note
-    if select and chosen == "uninformed" and _informed(informed["x"]) is False:
-        message += "; the iteration from m > 0 did not reach an informed fixed point"
-    if (
-        select
-        and chosen == "uninformed"
-        and not informed["fp"].converged
-        and _informed(informed["x"])
-    ):
-        # the informed iteration stopped away from m = 0 without converging: the selection
-        # cannot compare the free entropies, so the point is not a converged prediction
-        converged = False
-        message += "; the informed fixed point did not converge (the selection is undecided)"
-    if retried:
-        message += "; informed fixed point retried from the default start"
-    if best.get("fell_back"):
-        message += (
-            "; the best-of-all-starts proximal map did not converge (samples switching between "
-            "local minima): warm-started fixed point"
-        )
+    decided, notes_message = notes
+    message = fp.message + se_note + notes_message
     if r.n_failed:
         message += f"; {r.n_failed} proximal samples above tolerance"
     return Observables(
@@ -493,23 +401,23 @@ def finetune(
         ft_test_error=E,
         ft_train_error=L,
         forgetting_error=F,
-        overlap=m_abs / math.sqrt(q * q0),
+        overlap=abs(m) / math.sqrt(q * Q0_TEACHER_W),
         **frozen,
-        q0=q0,
+        q0=Q0_TEACHER_W,
         q=q,
-        m=m_abs,
+        m=abs(m),
         v=v,
         q_hat=q_hat,
         m_hat=m_hat,
         v_hat=v_hat,
-        converged=converged,
+        converged=fp.converged and r.n_failed == 0 and decided,
         n_iter=n_iter,
         residual=fp.residual,
         message=message,
         ft_replicon=rep.value,
         ft_replicon_stable=rep.stable,
-        n_mc=int(n_mc),
-        seed=int(seed),
+        n_mc=n_mc,
+        seed=seed,
         wall_time=time.perf_counter() - t0,
         **se,
         info={
@@ -517,8 +425,7 @@ def finetune(
             "prox_disagree": r.n_disagree,
             "method": method,
             "n_samples": len(samples.chi_star),
-            "coarse_iter": coarse_iter,
-            **selection_info,
+            **info,
             **precision_info,
             **side_info,
         },
@@ -531,36 +438,14 @@ def _informed(x) -> bool:
     return abs(m) > 1e-4 and q > 0 and abs(m) / math.sqrt(q) > 1e-2
 
 
-def _fixed_point_se(
-    params,
-    pre,
-    samples,
-    zs_tr,
-    z_tr,
-    x,
-    per,
-    r,
-    make_channel,
-    make_map,
-    input_channel,
-    test_se,
-    beta,
-):
-    r"""Standard errors of m, q, o_w, ℰ', ℰ'' (and ℒ') by the delta method of
-    :mod:`hdlora.theory.precision`: the block means of the conjugates (70)–(72) give Cov(G_n);
-    J = ∂G/∂(m, q, v) by forward differences on two blocks (common random numbers, warm
-    started at the fixed point's proximal); the test errors' gradients in (m, q) by central
+def _observable_se(stage: FinetuneStage, pre, sol, test_se, beta):
+    r"""Standard errors of m, q, o_w, ℰ', ℰ'' (and ℒ') by the delta method: Cov(x̂) from
+    :func:`hdlora.theory.driver.map_covariance`; the test errors' gradients in (m, q) by central
     differences on the test samples."""
-    K = samples.blocks
-    G_blocks = np.array([input_channel(c) for c in block_means(per, K)])
-    sub = samples.subset(2)
-    k = len(sub.chi_star)
-    channel = make_channel(sub, zs_tr[:k], z_tr[:k])
-    J = jacobian(make_map(channel, {"chi": r.chi[:k].copy()}), x)
-    fc = fixed_point_covariance(J, G_blocks)
-    m, q, v = x
+    params, samples, chi = stage.params, stage.samples, sol.evaluation.prox.chi
+    fc = driver.map_covariance(stage, sol)
+    m, q, v = sol.x
     q0 = Q0_TEACHER_W
-
     n = len(samples.chi_star)  # the gradient of a smooth function: the first n test points
     small = dataclasses.replace(
         samples, **{f"test_{k}": getattr(samples, f"test_{k}")[:n] for k in TEST_FIELDS}
@@ -568,7 +453,9 @@ def _fixed_point_se(
 
     def errors(y):
         mm, qq = y
-        (E, _), _, (F, _) = finetune_errors(params, pre, small, mm, qq, r.chi, zs_tr, z_tr, beta)
+        (E, _), _, (F, _) = finetune_errors(
+            params, pre, small, mm, qq, chi, stage.zs_tr, stage.z_tr, beta
+        )
         return np.array([E, F])
 
     grads = gradient(errors, np.array([m, q]))  # (2 errors, 2)

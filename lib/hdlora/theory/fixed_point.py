@@ -45,6 +45,28 @@ def _scaled(f, x):
     return float(np.max(np.abs(f) / np.maximum(1.0, np.abs(x))))
 
 
+def _next_iterate(x, f, dX: list, dF: list, damping: float, project):
+    """The Anderson proposal from the memory (dX, dF); outside the domain (or non-finite) the
+    memory is cleared and the damped step x + β f is halved until it is admissible (None when
+    no step down to 1e-6 is)."""
+    proposal = None
+    if dX:
+        DX, DF = np.array(dX).T, np.array(dF).T
+        gamma, *_ = np.linalg.lstsq(DF, f, rcond=None)
+        proposal = project(x + damping * f - (DX + damping * DF) @ gamma)
+        if proposal is not None and not np.all(np.isfinite(proposal)):
+            proposal = None
+    if proposal is None:
+        dX.clear()
+        dF.clear()
+        proposal = project(x + damping * f)
+        step = damping
+        while proposal is None and step > 1e-6:
+            step /= 2
+            proposal = project(x + step * f)
+    return proposal
+
+
 def solve(
     G: Callable[[np.ndarray], np.ndarray],
     x0: np.ndarray,
@@ -111,24 +133,10 @@ def solve(
                     dX.pop(0)
                     dF.pop(0)
             x_prev, f_prev = x.copy(), f.copy()
-            proposal = None
-            if dX:
-                DX, DF = np.array(dX).T, np.array(dF).T
-                gamma, *_ = np.linalg.lstsq(DF, f, rcond=None)
-                proposal = project(x + damping * f - (DX + damping * DF) @ gamma)
-                if proposal is not None and not np.all(np.isfinite(proposal)):
-                    proposal = None
+            proposal = _next_iterate(x, f, dX, dF, damping, project)
             if proposal is None:
-                dX.clear()
-                dF.clear()
-                proposal = project(x + damping * f)
-                step = damping
-                while proposal is None and step > 1e-6:
-                    step /= 2
-                    proposal = project(x + step * f)
-                if proposal is None:
-                    message = "no admissible step"
-                    break
+                message = "no admissible step"
+                break
             x = np.asarray(proposal, dtype=float)
     finally:
         bar.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,19 +30,13 @@ import numpy as np
 from hdlora.diagnostics import ConvergenceWarning, RepliconWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import Params
-from hdlora.theory import noise, spectral
-from hdlora.theory.fixed_point import OutOfDomain, solve
+from hdlora.theory import driver, noise, spectral
+from hdlora.theory.fixed_point import FixedPointResult, OutOfDomain
 from hdlora.theory.laws import PretrainSamples, channel_fields, check_method, pretrain_errors
-from hdlora.theory.precision import (
-    block_means,
-    fixed_point_covariance,
-    gradient,
-    jacobian,
-    propagate,
-)
+from hdlora.theory.precision import gradient, propagate
 from hdlora.theory.prox import ProxResult, loss_terms, pretrain_prox
 from hdlora.theory.replicon import pretrain_replicon
-from hdlora.theory.symmetric import multiplicity, n_entries
+from hdlora.theory.symmetric import multiplicity
 
 
 @dataclass
@@ -57,6 +50,16 @@ class OutputChannel:
     z_tilde: np.ndarray
     prox: object  # hdlora.theory.prox.ProxResult
     per_sample: np.ndarray | None = None  # (n, 3): the summands of M̂, Q̂, V̂
+
+    @property
+    def point(self) -> np.ndarray:
+        """The proximal maximisers h (n, L): the warm start of the next evaluation."""
+        return self.prox.h
+
+    @property
+    def objective(self) -> np.ndarray:
+        """F = −Ψ (eq. 42) at the maximisers (n,)."""
+        return self.prox.objective
 
 
 def output_channel(
@@ -130,42 +133,115 @@ def input_channel(M_hat, Q_hat, V_hat, params: Params) -> tuple[float, float, fl
     return Q, M, V
 
 
-def _zero_predictor(params, samples, n_mc, seed, t0, oc=None, message="") -> Observables:
-    """The fixed point Q = M = V = 0 (λ = ∞, or λ ≥ λ_c where Ŵ = 0 is a fixed point)."""
-    Q0 = params.Q0
-    z_star, _, _ = channel_fields(0.0, 0.0, Q0, params.Delta, samples, params.T)
-    E, se = pretrain_errors(z_star, np.zeros_like(z_star), params)
-    hats = {}
-    if oc is not None:
-        hats = dict(Q_hat=oc.Q_hat, M_hat=oc.M_hat, V_hat=oc.V_hat)
+def free_entropy(x, conjugates, objective, params: Params) -> float:
+    r"""Φ of eq. (21) = (45) at (Q, M, V; M̂, Q̂, V̂): the algebraic terms, J of eq. (44), and
+    E max Ψ = −E F at the proximals (``objective`` F = −Ψ per sample)."""
+    Q, M, V = x
+    M_hat, Q_hat, V_hat = conjugates
+    alpha = params.alpha
+    eta = math.sqrt(Q_hat) / M_hat
+    eps = 2 * math.sqrt(params.kappa) * params.lam / M_hat
+    J = spectral.J(eta, eps, params.kappa0)[0]
+    return float(
+        -M * M_hat / (2 * alpha)
+        + (Q * V_hat - V * Q_hat) / (4 * alpha)
+        + M_hat**2 / (4 * alpha * V_hat) * J
+        - np.mean(objective)
+    )
+
+
+@dataclass
+class PretrainStage:
+    """The pre-training's physics for :mod:`hdlora.theory.driver`: x = (Q, M, V), the output
+    channel (49)–(51), the input channel (52)–(54), the free entropy (21). The iteration ends
+    on the zero predictor when the input channel returns J = 0 above λ_c (on the coarse block:
+    at any λ, the full sample then decides)."""
+
+    params: Params
+    samples: PretrainSamples
+    lam_c: float
+    name = "pretrain"
+    pinned = ()
+    rounds = 4
+    every_start_rounds = False
+
+    def evaluate(self, x, samples, warm, every_start):
+        starts = ("z_tilde", "z_star") if (warm is None or every_start) else ()
+        return output_channel(*x, self.params.Q0, self.params, samples, warm=warm, starts=starts)
+
+    def input_channel(self, conjugates):
+        return np.array(input_channel(*conjugates, self.params))
+
+    def check(self, x_new, coarse):
+        if not x_new.any() and (coarse or self.params.lam >= self.lam_c):
+            raise driver.Terminal
+
+    def project(self, x):
+        Q, M, V = x
+        A0 = self.params.Q0 + self.params.Delta / 2
+        return x if (Q > 0 and V > 0 and M * M < Q * A0) else None
+
+    def free_entropy(self, x, conjugates, evaluation):
+        return free_entropy(x, conjugates, evaluation.objective, self.params)
+
+    def desc(self, kind, coarse):
+        return f"pretrain SE{' (coarse)' if coarse else ''} lam={self.params.lam:g}"
+
+
+def _zero_record(params, E, E_se, message, t0, *, n_mc, seed, info=None, hats=None):
+    """The record of the zero predictor Q = M = V = 0 (exact: no Monte-Carlo error on Q, M)."""
     return Observables(
         params=params,
         source="theory",
         test_error=E,
-        test_error_se=se,
+        test_error_se=E_se,
         train_error=E,
-        train_error_se=se,
-        Q0=Q0,
+        train_error_se=E_se,
+        Q0=params.Q0,
         Q=0.0,
-        Q_se=0.0,  # exact: the zero predictor has no Monte-Carlo error
+        Q_se=0.0,
         M=0.0,
         M_se=0.0,
         V=0.0,
-        **hats,
+        **(hats or {}),
         converged=True,
         n_iter=0,
         residual=0.0,
         message=message,
         replicon=0.0,
         replicon_stable=True,
-        n_mc=n_mc,
-        seed=seed,
+        n_mc=int(n_mc),
+        seed=int(seed),
         wall_time=time.perf_counter() - t0,
+        **({"info": info} if info is not None else {}),
     )
 
 
-class _ReachedZero(Exception):
-    """The input channel returned J = 0: the iteration lands on the zero predictor."""
+def _zero_predictor(params, samples, n_mc, seed, t0, oc=None, message="") -> Observables:
+    """The fixed point Q = M = V = 0 (λ = ∞, or λ ≥ λ_c where Ŵ = 0 is a fixed point)."""
+    z_star, _, _ = channel_fields(0.0, 0.0, params.Q0, params.Delta, samples, params.T)
+    E, se = pretrain_errors(z_star, np.zeros_like(z_star), params)
+    hats = dict(Q_hat=oc.Q_hat, M_hat=oc.M_hat, V_hat=oc.V_hat) if oc is not None else None
+    return _zero_record(params, E, se, message, t0, n_mc=n_mc, seed=seed, hats=hats)
+
+
+def _zero_solution(stage: PretrainStage, origin: OutputChannel) -> driver.Solution:
+    """The zero predictor as a candidate of the selection: Φ = −E‖σ(0) − σ(z*)‖²_F (eq. 45 at
+    Q = M = V = 0, where J = 0 above λ_c and max Ψ → Ψ(h = z̃ = 0) as V → 0)."""
+    z_star = origin.z_star
+    E, E_se = pretrain_errors(z_star, np.zeros_like(z_star), stage.params)
+    zero = np.zeros(3)
+    fp = FixedPointResult(x=zero, converged=True, n_iter=0, residual=0.0, message="closed form")
+    return driver.Solution(
+        x=zero,
+        fixed_point=fp,
+        evaluation=origin,
+        per_sample=np.zeros((len(z_star), 3)),
+        n_iter=0,
+        coarse_iter=0,
+        phi=-E,
+        phi_se=E_se,
+    )
 
 
 def pretrain(
@@ -197,142 +273,80 @@ def pretrain(
         "exact" (linear σ only): every expectation in closed form (:func:`linear_conjugates`),
         no Monte Carlo at all: the result does not depend on ``seed`` (standard errors 0).
 
-    Above λ_c (:func:`threshold_lambda`) the zero predictor Ŵ = 0 is a fixed point; when the
-    iteration reaches it, the result is Q = M = V = 0 with ``message`` saying so.
-    ``info["lambda_c"]`` is reported in every case.
+    The fixed point is found by :func:`hdlora.theory.driver.run_stage`. Above λ_c
+    (:func:`threshold_lambda`) the zero predictor Ŵ = 0 is a fixed point: when the iteration
+    reaches it, or when a fixed point with Ŵ ≠ 0 has the smaller free entropy Φ (eq. 21,
+    ``info["free_entropy"]``), the result is Q = M = V = 0 with ``message`` saying so.
     """
     t0 = time.perf_counter()
     if method == "exact":
-        return _pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progress, t0)
+        from hdlora.theory.pretrain_linear import pretrain_exact_linear
+
+        return pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progress)
     samples = PretrainSamples.draw(n_mc, params.T, seed, check_method(method))
     if math.isinf(params.lam):
         return _zero_predictor(params, samples, n_mc, seed, t0, message="lam = inf: W = 0")
-    Q0 = params.Q0
-    A0 = Q0 + params.Delta / 2
-    origin = output_channel_at_origin(Q0, params, samples)
-    lam_c = threshold_lambda(params, samples, origin)
-    cache: dict = {"h": None}
-
-    def G(x):
-        Q, M, V = x
-        warm = cache["h"]
-        oc = output_channel(
-            Q,
-            M,
-            V,
-            Q0,
-            params,
-            samples,
-            warm=warm,
-            starts=("z_tilde", "z_star") if warm is None else (),
-        )
-        cache["h"] = oc.prox.h
-        out = np.array(input_channel(oc.M_hat, oc.Q_hat, oc.V_hat, params))
-        if not out.any() and params.lam >= lam_c:
-            raise _ReachedZero
-        return out
-
-    def project(x):
-        Q, M, V = x
-        if not (Q > 0 and V > 0 and M * M < Q * A0):
-            return None
-        return x
-
+    origin = output_channel_at_origin(params.Q0, params, samples)
+    stage = PretrainStage(params, samples, threshold_lambda(params, samples, origin))
     x = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
-    if project(x) is None:
+    if stage.project(x) is None:
         raise ValueError(f"x0 = (Q, M, V) must satisfy Q > 0, V > 0, M² < Q A0; got {tuple(x)}")
-    n_iter = 0
-    coarse_iter = 0
-    if samples.blocks > 1:
-        # coarse stage: one RQMC block (1/8 of the cost) to tolerance 1e-3 gives the start
-        sub = samples.subset(1)
-        coarse_cache: dict = {"h": None}
+    zero_message = f"zero predictor: lam = {params.lam:g} >= lam_c = {stage.lam_c:.6g}"
+    solver = dict(tol=tol, max_iter=max_iter, damping=damping, progress=progress)
+    try:
+        found = {"nonzero": driver.run_stage(stage, x, **solver)}
+    except driver.Terminal:
+        return _zero_predictor(params, samples, n_mc, seed, t0, origin, zero_message)
+    if params.lam >= stage.lam_c:
+        found["zero"] = _zero_solution(stage, origin)
+    chosen, n_distinct = driver.select(found, "nonzero", "zero", lambda y: _nonzero(y, params.Q0))
+    if chosen == "zero":
+        message = f"{zero_message}; selected by free entropy over a fixed point with W != 0"
+        return _zero_predictor(params, samples, n_mc, seed, t0, origin, message)
+    info = driver.selection_info(found, chosen, n_distinct)
+    return _record(stage, found["nonzero"], method, t0, n_mc=n_mc, seed=seed, info=info)
 
-        def G_coarse(x):
-            w = coarse_cache["h"]
-            starts = ("z_tilde", "z_star") if w is None else ()
-            oc = output_channel(*x, Q0, params, sub, warm=w, starts=starts)
-            coarse_cache["h"] = oc.prox.h
-            out = np.array(input_channel(oc.M_hat, oc.Q_hat, oc.V_hat, params))
-            if not out.any():
-                raise _ReachedZero
-            return out
 
-        try:
-            fpc = solve(
-                G_coarse,
-                x,
-                tol=max(tol, 1e-3),
-                max_iter=max_iter,
-                damping=damping,
-                project=project,
-                progress=progress,
-                warn_failure=False,
-                desc=f"pretrain SE (coarse) lam={params.lam:g}",
-            )
-            coarse_iter = fpc.n_iter
-            if fpc.converged:
-                x = fpc.x
-        except (_ReachedZero, OutOfDomain):
-            pass
-    for _round in range(4):
-        try:
-            fp = solve(
-                G,
-                x,
-                tol=tol,
-                max_iter=max_iter - n_iter,
-                damping=damping,
-                project=project,
-                progress=progress,
-                desc=f"pretrain SE lam={params.lam:g}",
-            )
-        except _ReachedZero:
-            return _zero_predictor(
-                params,
-                samples,
-                n_mc,
-                seed,
-                t0,
-                origin,
-                f"zero predictor: lam = {params.lam:g} >= lam_c = {lam_c:.6g}",
-            )
-        n_iter += fp.n_iter
-        x = fp.x
-        # final evaluation at the returned point from every start (warm, z̃, z*): the proximal is
-        # the best maximiser, and the conjugates belong to the returned (Q, M, V)
-        oc = output_channel(*x, Q0, params, samples, warm=cache["h"])
-        changed = np.abs(oc.prox.h - cache["h"]).max()
-        cache["h"] = oc.prox.h
-        if not fp.converged or changed < 1e-8 or n_iter >= max_iter:
-            break
-    Q, M, V = x
-    E, E_se = pretrain_errors(oc.z_star, oc.z_tilde, params)
-    L, L_se = pretrain_errors(oc.z_star, oc.prox.h, params, samples.blocks)
-    se: dict = dict(test_error_se=E_se)
-    precision_info: dict = {}
-    se_note = ""
-    if samples.blocks > 1:
-        try:
-            E, se, precision_info = _fixed_point_se(params, samples, x, oc, cache["h"])
-        except OutOfDomain as err:  # a single block's conjugates leave the domain (near λ_c)
-            se_note = f"; block standard errors unavailable ({err})"
-            warn(ConvergenceWarning, f"pretrain at {params}: standard errors unavailable: {err}")
-    rep = pretrain_replicon(params, V, oc.M_hat, oc.Q_hat, oc.V_hat, oc.prox.hessian)
+def _nonzero(x, Q0) -> bool:
+    """A fixed point away from the zero predictor (Q above rounding level)."""
+    return x[0] > noise.ZERO_PREDICTOR_Q * Q0
+
+
+def _replicon(params, V, M_hat, Q_hat, V_hat, hessian):
+    """The pre-training replicon (75), with a warning when it is ≥ 1."""
+    rep = pretrain_replicon(params, V, M_hat, Q_hat, V_hat, hessian)
     if not rep.stable:
         warn(
             RepliconWarning,
             f"pre-training replicon (75, corrected) = {rep.value:.3g} >= 1 at {params}: the "
             "replica-symmetric prediction need not describe the minimisers",
         )
+    return rep
+
+
+def _record(stage: PretrainStage, sol: driver.Solution, method, t0, *, n_mc, seed, info):
+    """The record of a fixed point with Ŵ ≠ 0: errors, standard errors, replicon, flags."""
+    params, samples, oc, fp = stage.params, stage.samples, sol.evaluation, sol.fixed_point
+    Q, M, V = sol.x
+    E, E_se = pretrain_errors(oc.z_star, oc.z_tilde, params)
+    L, L_se = pretrain_errors(oc.z_star, oc.prox.h, params, samples.blocks)
+    se: dict = dict(test_error_se=E_se)
+    precision_info: dict = {}
+    message = fp.message
+    if samples.blocks > 1:
+        try:
+            E, se, precision_info = _observable_se(stage, sol)
+        except OutOfDomain as err:  # a single block's conjugates leave the domain (near λ_c)
+            message += f"; block standard errors unavailable ({err})"
+            warn(ConvergenceWarning, f"pretrain at {params}: standard errors unavailable: {err}")
+    rep = _replicon(params, V, oc.M_hat, oc.Q_hat, oc.V_hat, oc.prox.hessian)
     converged = fp.converged and oc.prox.n_failed == 0
-    message = fp.message + se_note
-    if params.lam < lam_c and not Q > noise.ZERO_PREDICTOR_Q * Q0:
+    if params.lam < stage.lam_c and not _nonzero(sol.x, params.Q0):
         # the tolerance is absolute for small (Q, M, V): an iteration that collapsed onto
         # Ŵ ≈ 0 can pass it, but below λ_c the zero predictor is not a fixed point
         converged = False
         message += (
-            f"; Q = {Q:.3g} at rounding level below lam_c = {lam_c:.6g}: not a fixed "
+            f"; Q = {Q:.3g} at rounding level below lam_c = {stage.lam_c:.6g}: not a fixed "
             "point (the zero predictor is one only above lam_c)"
         )
         warn(ConvergenceWarning, f"pretrain at {params}: {message}")
@@ -344,7 +358,7 @@ def pretrain(
         test_error=E,
         train_error=L,
         train_error_se=L_se,
-        Q0=Q0,
+        Q0=params.Q0,
         Q=Q,
         M=M,
         V=V,
@@ -353,7 +367,7 @@ def pretrain(
         M_hat=oc.M_hat,
         V_hat=oc.V_hat,
         converged=converged,
-        n_iter=n_iter,
+        n_iter=sol.n_iter,
         residual=fp.residual,
         message=message,
         replicon=rep.value,
@@ -364,12 +378,13 @@ def pretrain(
         info={
             "prox_failed": oc.prox.n_failed,
             "prox_disagree": oc.prox.n_disagree,
-            "lambda_c": lam_c,
+            "lambda_c": stage.lam_c,
             "replicon_paper_normalisation": rep.paper_value,
             "method": method,
             "n_samples": len(samples.g),
-            "coarse_iter": coarse_iter,
+            "coarse_iter": sol.coarse_iter,
             **precision_info,
+            **info,
         },
     )
 
@@ -381,28 +396,15 @@ def _test_error(params: Params, samples: PretrainSamples, Q, M, n: int | None = 
     return pretrain_errors(zs, zt, params, samples.blocks)
 
 
-def _fixed_point_se(params: Params, samples: PretrainSamples, x, oc: OutputChannel, h):
-    r"""ℰ (55) on the test set and the standard errors of Q, M, ℰ by the delta method of
-    :mod:`hdlora.theory.precision` (block means of the summands of (49)–(51) mapped through
-    (52)–(54); J by forward differences on two blocks, warm-started at the proximal)."""
-    K = samples.blocks
-    G_blocks = np.array(
-        [input_channel(*c, params) for c in block_means(oc.per_sample, K)], dtype=float
-    )
-    sub = samples.subset(2)
-    k = len(sub.g)
-    warm = {"h": h[:k].copy()}
-
-    def G_sub(y):
-        o = output_channel(*y, params.Q0, params, sub, warm=warm["h"], starts=())
-        warm["h"] = o.prox.h
-        return np.array(input_channel(o.M_hat, o.Q_hat, o.V_hat, params))
-
-    fc = fixed_point_covariance(jacobian(G_sub, x), G_blocks)
-    Q, M, _ = x
+def _observable_se(stage: PretrainStage, sol: driver.Solution):
+    r"""ℰ (55) on the test set and the standard errors of Q, M, ℰ by the delta method
+    (:func:`hdlora.theory.driver.map_covariance`; ℰ's gradient in (Q, M) by central
+    differences on the first n test points)."""
+    params, samples = stage.params, stage.samples
+    fc = driver.map_covariance(stage, sol)
+    Q, M, _ = sol.x
     E, E_test_se = _test_error(params, samples, Q, M)
-    # the gradient (a smooth function of Q, M) on the first n points suffices
-    n = len(samples.g)
+    n = len(samples.g)  # the gradient of a smooth function of (Q, M): n points suffice
     grad = gradient(lambda y: _test_error(params, samples, *y, n=n)[0], np.array([Q, M]))
     se = dict(
         Q_se=float(fc.se()[0]),
@@ -411,211 +413,3 @@ def _fixed_point_se(params: Params, samples: PretrainSamples, x, oc: OutputChann
     )
     info = {"jacobian_spectral_radius": fc.spectral_radius, "V_se": float(fc.se()[2])}
     return E, se, info
-
-
-def linear_conjugates(Q, M, V, Q0, params: Params) -> tuple[float, float, float]:
-    r"""Eqs. (49)–(51) in closed form for σ(x) = x/T.
-
-    The proximal is linear, h = k z* + (1 − k) z̃ with k = cV/(cV + 1), c = 4/T² (App. C), so
-    with d = (h − z̃)/√s = k((√A0 − M/√A0) g − √B ζ) every expectation is a Gaussian moment:
-    E[d (g/√A0 − Mζ/(A0√B))] = k, E[d ζ] = −k√B, E[d²] = k²(A0 − 2M + Q), summed over the
-    L = T(T+1)/2 entries:
-
-        M̂ = V̂ = 2αLk/V,   Q̂ = 2αL k² (A0 − 2M + Q)/V².
-    """
-    T, L = params.T, n_entries(params.T)
-    A0 = Q0 + params.Delta / 2
-    k = 4.0 * V / (4.0 * V + T * T)
-    a = 2 * params.alpha * L
-    return a * k / V, a * k * k * (A0 - 2 * M + Q) / V**2, a * k / V
-
-
-def linear_errors(Q, M, V, Q0, params: Params) -> tuple[float, float]:
-    r"""ℰ (55) and ℒ for σ(x) = x/T: with ‖H‖²_F = Σ_{a≤b}(2 − δ_ab) h²_ab and
-    E(z̃ − z*)²_ab = s_ab (A0 − 2M + Q), ℰ = (T + 1)/T · (A0 − 2M + Q), and ℒ = (1 − k)² ℰ
-    (h − z* = (1 − k)(z̃ − z*); k = 0 at V = 0, the zero predictor)."""
-    T = params.T
-    A0 = Q0 + params.Delta / 2
-    E = (T + 1) / T * (A0 - 2 * M + Q)
-    k = 4.0 * V / (4.0 * V + T * T) if V > 0 else 0.0
-    return E, (1 - k) ** 2 * E
-
-
-def _pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progress, t0):
-    """:func:`pretrain` with ``method="exact"``: eqs. (49)–(54) with :func:`linear_conjugates`."""
-    if params.activation != "linear":
-        raise ValueError('method="exact" needs activation="linear" (the proximal is linear)')
-    Q0, T = params.Q0, params.T
-    A0 = Q0 + params.Delta / 2
-    a = 2 * params.alpha * n_entries(T)
-    c = 4.0 / T**2  # V → 0: k ≈ cV, M̂ = V̂ → a c, Q̂ → a c² (A0 − 2M + Q) at the origin
-    eta0 = math.sqrt(a * c * c * A0) / (a * c)
-    lam_c = a * c * spectral.support(eta0, params.kappa0)[-1][1] / (2 * math.sqrt(params.kappa))
-    common = dict(params=params, source="theory", Q0=Q0, n_mc=int(n_mc), seed=int(seed))
-    if math.isinf(params.lam) or params.lam >= lam_c:
-        E, _ = linear_errors(0.0, 0.0, 0.0, Q0, params)
-        msg = (
-            "lam = inf: W = 0"
-            if math.isinf(params.lam)
-            else (f"zero predictor: lam = {params.lam:g} >= lam_c = {lam_c:.6g}")
-        )
-        return Observables(
-            **common,
-            test_error=E,
-            test_error_se=0.0,
-            train_error=E,
-            train_error_se=0.0,
-            Q=0.0,
-            Q_se=0.0,
-            M=0.0,
-            M_se=0.0,
-            V=0.0,
-            converged=True,
-            n_iter=0,
-            residual=0.0,
-            message=msg,
-            replicon=0.0,
-            replicon_stable=True,
-            wall_time=time.perf_counter() - t0,
-            info={"lambda_c": lam_c, "method": "exact"},
-        )
-
-    def G(x):
-        return np.array(input_channel(*linear_conjugates(*x, Q0, params), params))
-
-    def project(x):
-        Q, M, V = x
-        return x if (Q > 0 and V > 0 and M * M < Q * A0) else None
-
-    x = np.array(x0 if x0 is not None else (0.5, 0.5, 1.0), dtype=float)
-    fp = solve(
-        G,
-        x,
-        tol=min(tol, 1e-10),
-        max_iter=max(max_iter, 500),
-        damping=damping,
-        project=project,
-        progress=progress,
-        desc=f"pretrain SE exact lam={params.lam:g}",
-    )
-    Q, M, V = fp.x
-    M_hat, Q_hat, V_hat = linear_conjugates(Q, M, V, Q0, params)
-    E, L = linear_errors(Q, M, V, Q0, params)
-    s = multiplicity(T)
-    k2 = 2.0 - (s == 2)
-    hess = np.diag(2 * k2 / T**2 + 1.0 / (V * s))[None]  # −∇²Ψ, the same for every sample
-    rep = pretrain_replicon(params, V, M_hat, Q_hat, V_hat, hess)
-    if not rep.stable:
-        warn(
-            RepliconWarning,
-            f"pre-training replicon (75, corrected) = {rep.value:.3g} >= 1 "
-            f"at {params}: the replica-symmetric prediction need not describe the minimisers",
-        )
-    return Observables(
-        **common,
-        test_error=E,
-        test_error_se=0.0,
-        train_error=L,
-        train_error_se=0.0,
-        Q=Q,
-        Q_se=0.0,
-        M=M,
-        M_se=0.0,
-        V=V,
-        Q_hat=Q_hat,
-        M_hat=M_hat,
-        V_hat=V_hat,
-        converged=fp.converged,
-        n_iter=fp.n_iter,
-        residual=fp.residual,
-        message=fp.message,
-        replicon=rep.value,
-        replicon_stable=rep.stable,
-        wall_time=time.perf_counter() - t0,
-        info={
-            "lambda_c": lam_c,
-            "method": "exact",
-            "replicon_paper_normalisation": rep.paper_value,
-        },
-    )
-
-
-def recalibrated(
-    params: Params,
-    pre: Observables,
-    beta: float | Sequence[float],
-    n_mc: int = 30000,
-    seed: int = 0,
-    *,
-    method: str = "rqmc",
-) -> Observables | list[Observables]:
-    r"""The pre-training record of the recalibrated map Ŵ → √β Ŵ (eq. 26, App. E).
-
-    The fields scale, z → β z, so Q → β²Q, M → βM and, with (z*, z̃) ~ 𝒬 and h = Prox(z*, z̃)
-    the training field (Result 2, at the fixed point's V),
-
-        ℰ(β) = E‖σ(β z̃) − σ(z*)‖²_F  (eq. 55),   ℒ(β) = E‖σ(β h) − σ(z*)‖²_F.
-
-    For σ(x) = x/T both are Gaussian moments: ℰ(β) = (T+1)/T · (A0 − 2βM + β²Q), minimal at
-    β* = M/Q, and ℒ(β) with h = k z* + (1 − k) z̃ (exact, ``method="exact"``). Otherwise fresh
-    samples of the seed (``method`` as in :func:`pretrain`); the standard errors are those of the
-    sample averages at the given (Q, M, V) (β and the fixed point held fixed). ``beta=1``
-    reproduces ``pre``'s errors within their standard errors. Returns ``pre`` with test_error,
-    train_error, Q, M (and their standard errors, scaled) replaced, ``beta`` and ``beta_star``
-    set, and ``info["test_error_unscaled"]``.
-
-    ``beta`` may be a sequence: then a list of records, one per β, computed from one draw of
-    the samples and one proximal (the same numbers as one call per β; common random numbers
-    along the β curve).
-    """
-    scalar = np.ndim(beta) == 0
-    betas = [beta] if scalar else list(beta)
-    for b in betas:
-        if isinstance(b, bool | np.bool_) or not (np.isreal(b) and math.isfinite(b) and b > 0):
-            raise ValueError(f"beta must be finite numbers > 0, got beta={b!r}")
-    Q, M, V = pre.Q, pre.M, pre.V
-    beta_star = noise.beta_star(Q, M, pre.Q0)
-    T, A0 = params.T, pre.Q0 + params.Delta / 2
-    errors = []  # (E, E_se, L, L_se) per β
-    if method == "exact" or (params.activation == "linear" and Q == 0):
-        if params.activation != "linear":
-            raise ValueError('method="exact" needs activation="linear" (the proximal is linear)')
-        k = 4.0 * V / (4.0 * V + T * T) if V > 0 else 0.0
-        c = (T + 1) / T
-        for b in betas:
-            E = c * (A0 - 2 * b * M + b * b * Q)
-            a, bb = b * k - 1.0, b * (1.0 - k)  # β h − z* = a z* + bb z̃
-            L = c * (a * a * A0 + 2 * a * bb * M + bb * bb * Q)
-            errors.append((E, 0.0, L, 0.0))
-    else:
-        samples = PretrainSamples.draw(n_mc, T, seed, check_method(method))
-        test = (
-            PretrainSamples(samples.test_g, samples.test_zeta)
-            if samples.test_g is not None
-            else samples
-        )
-        # the fields of (β²Q, βM) are β times those of (Q, M): one draw serves every β
-        zs_test, zt_test, _ = channel_fields(Q, M, pre.Q0, params.Delta, test, T)
-        zs, zt, _ = channel_fields(Q, M, pre.Q0, params.Delta, samples, T)
-        h = pretrain_prox(zs, zt, V, T, params.activation).h if V > 0 else zt
-        for b in betas:
-            E, E_se = pretrain_errors(zs_test, b * zt_test, params, samples.blocks)
-            L, L_se = pretrain_errors(zs, b * h, params, samples.blocks)
-            errors.append((E, E_se, L, L_se))
-    records = [
-        pre.replace(
-            test_error=E,
-            test_error_se=E_se,
-            train_error=L,
-            train_error_se=L_se,
-            Q=b * b * Q,
-            Q_se=b * b * pre.Q_se,
-            M=b * M,
-            M_se=b * pre.M_se,
-            beta=float(b),
-            beta_star=beta_star,
-            info={**pre.info, "test_error_unscaled": pre.test_error},
-        )
-        for b, (E, E_se, L, L_se) in zip(betas, errors, strict=True)
-    ]
-    return records[0] if scalar else records

@@ -29,7 +29,8 @@ from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
 from hdlora.theory import noise
 from hdlora.theory.finetune import finetune
-from hdlora.theory.pretrain import pretrain, recalibrated
+from hdlora.theory.pretrain import pretrain
+from hdlora.theory.recalibration import recalibrated
 from hdlora.theory.two_stage import merge_stages
 
 
@@ -61,7 +62,7 @@ def sweep(
         pre-training fields are the given Q0, Q, M, V); the sequence is the outer loop.
     beta : recalibration Ŵ → √β Ŵ of every frozen map (eq. 26); ``None`` is β* = M/Q of each
         pre-training. The rows' pre-training errors are then ℰ(β), ℒ(β)
-        (:func:`~hdlora.theory.pretrain.recalibrated`).
+        (:func:`~hdlora.theory.recalibration.recalibrated`).
     beta_scale : multiplies β (Figure 6: ``beta=None, beta_scale=0.8`` is β = 0.8 β*); a
         sequence of scales is a grid (inside λ: each pre-training is solved once), recorded in
         the column ``beta_scale``.
@@ -79,6 +80,53 @@ def sweep(
     """
     import pandas as pd
 
+    outer, scales, lam_fts, alpha_fts = _grid(
+        params, lam, lam_ft, alpha_ft, pretraining, beta_scale
+    )
+    n_points = len(outer) * len(scales) * len(lam_fts) * len(alpha_fts)
+    bar = tqdm(total=n_points, desc="sweep", disable=not progress_enabled(progress))
+    rows: list[dict] = []
+    x_pre = None
+    x_ft: dict = {}  # (β scale, α', λ') -> last (m, q, v): continuation along λ
+    solver = dict(tol=tol, method="rqmc" if method == "exact" else method, select=select, rho=rho)
+    try:
+        for lam_value, eff in outer:
+            t0 = time.perf_counter()
+            p_pre = params.replace(lam=lam_value)
+            if eff is None:
+                pre = pretrain(p_pre, n_mc, seed, tol=tol, x0=x_pre, method=method, progress=False)
+                if pre.Q > 0 and pre.V > 0:
+                    x_pre = (pre.Q, pre.M, pre.V)
+            else:
+                pre = eff
+            b0, pre_rows = _recalibrations(p_pre, pre, beta, scales, n_mc, seed, method)
+            t_pre = time.perf_counter() - t0
+            for scale in scales:
+                x_prev = None  # continuation along λ' within this λ
+                for a_ft in alpha_fts:
+                    for lft in lam_fts:
+                        t1 = time.perf_counter()
+                        p = p_pre.replace(alpha_ft=a_ft, lam_ft=lft)
+                        # the same (α', λ', β scale) at the previous λ is the closest neighbour
+                        x0 = x_ft.get((scale, a_ft, lft)) or x_prev
+                        ft = finetune(
+                            p, pre, n_mc, seed, x0=x0, progress=False, beta=b0 * scale, **solver
+                        )
+                        if math.isfinite(p.lam_ft) and ft.m > 0 and ft.converged:
+                            x_prev = x_ft[(scale, a_ft, lft)] = (ft.m, ft.q, ft.v)
+                        pre_row = pre_rows[scale]
+                        rec = merge_stages(pre_row, ft) if pre_row is not eff else ft
+                        rec = rec.replace(wall_time=t_pre + time.perf_counter() - t1)
+                        rows.append(rec.to_dict() | {"beta_scale": scale})
+                        t_pre = 0.0
+                        bar.update(1)
+    finally:
+        bar.close()
+    return pd.DataFrame(rows)
+
+
+def _grid(params: Params, lam, lam_ft, alpha_ft, pretraining, beta_scale):
+    """The loops of :func:`sweep`: (λ, effective pre-training) outer pairs, β scales, λ', α'."""
     lams = [params.lam] if lam is None else list(lam)
     lam_fts = [params.lam_ft] if lam_ft is None else list(lam_ft)
     alpha_fts = [params.alpha_ft] if alpha_ft is None else list(alpha_ft)
@@ -93,66 +141,23 @@ def sweep(
     else:
         effs = [pretraining] if isinstance(pretraining, EffectivePretraining) else pretraining
         outer = [(params.lam, eff) for eff in effs]
-    n_points = len(outer) * len(scales) * len(lam_fts) * len(alpha_fts)
-    bar = tqdm(total=n_points, desc="sweep", disable=not progress_enabled(progress))
-    rows: list[dict] = []
-    x_pre = None
-    x_ft: dict = {}  # (α', λ') -> last (m, q, v): continuation along λ
-    try:
-        for lam_value, eff in outer:
-            t0 = time.perf_counter()
-            p_pre = params.replace(lam=lam_value)
-            if eff is None:
-                pre = pretrain(p_pre, n_mc, seed, tol=tol, x0=x_pre, method=method, progress=False)
-                if pre.Q > 0 and pre.V > 0:
-                    x_pre = (pre.Q, pre.M, pre.V)
-            else:
-                pre = eff
-            b0 = beta
-            if b0 is None:
-                b0 = noise.beta_star(pre.Q, pre.M, pre.Q0)
-                if math.isnan(b0):
-                    raise ValueError(
-                        f"beta=None: β* = M/Q is undefined, the pre-training at {p_pre} is the "
-                        f"zero predictor (Q = {pre.Q:.3g}); search lam below lambda_c"
-                    )
-            pre_rows = {scale: pre for scale in scales}
-            todo = [scale for scale in scales if b0 * scale != 1.0]
-            if isinstance(pre, Observables) and todo:
-                # ℰ(β), ℒ(β) of every β ≠ 1 from one draw and one proximal
-                recs = recalibrated(p_pre, pre, [b0 * sc for sc in todo], n_mc, seed, method=method)
-                pre_rows.update(zip(todo, recs, strict=True))
-            t_pre = time.perf_counter() - t0
-            for scale in scales:
-                b = b0 * scale
-                pre_row = pre_rows[scale]
-                x_prev = None  # continuation along λ' within this λ
-                for a_ft in alpha_fts:
-                    for lft in lam_fts:
-                        t1 = time.perf_counter()
-                        p = p_pre.replace(alpha_ft=a_ft, lam_ft=lft)
-                        # the same (α', λ', β scale) at the previous λ is the closest neighbour
-                        x0 = x_ft.get((scale, a_ft, lft)) or x_prev
-                        ft = finetune(
-                            p,
-                            pre,
-                            n_mc,
-                            seed,
-                            tol=tol,
-                            x0=x0,
-                            method="rqmc" if method == "exact" else method,
-                            select=select,
-                            progress=False,
-                            beta=b,
-                            rho=rho,
-                        )
-                        if math.isfinite(p.lam_ft) and ft.m > 0 and ft.converged:
-                            x_prev = x_ft[(scale, a_ft, lft)] = (ft.m, ft.q, ft.v)
-                        rec = merge_stages(pre_row, ft) if pre_row is not eff else ft
-                        rec = rec.replace(wall_time=t_pre + time.perf_counter() - t1)
-                        rows.append(rec.to_dict() | {"beta_scale": scale})
-                        t_pre = 0.0
-                        bar.update(1)
-    finally:
-        bar.close()
-    return pd.DataFrame(rows)
+    return outer, scales, lam_fts, alpha_fts
+
+
+def _recalibrations(p_pre: Params, pre, beta, scales, n_mc, seed, method):
+    """β0 (``beta``, or β* = M/Q of ``pre`` when None) and the pre-training row of each β scale:
+    ℰ(β), ℒ(β) of every β = β0 · scale ≠ 1 from one draw and one proximal."""
+    b0 = beta
+    if b0 is None:
+        b0 = noise.beta_star(pre.Q, pre.M, pre.Q0)
+        if math.isnan(b0):
+            raise ValueError(
+                f"beta=None: β* = M/Q is undefined, the pre-training at {p_pre} is the "
+                f"zero predictor (Q = {pre.Q:.3g}); search lam below lambda_c"
+            )
+    pre_rows = {scale: pre for scale in scales}
+    todo = [scale for scale in scales if b0 * scale != 1.0]
+    if isinstance(pre, Observables) and todo:
+        recs = recalibrated(p_pre, pre, [b0 * sc for sc in todo], n_mc, seed, method=method)
+        pre_rows.update(zip(todo, recs, strict=True))
+    return b0, pre_rows

@@ -3,12 +3,15 @@ state evolution (Result 5) on its fixed point, as one :class:`hdlora.Observables
 
 from __future__ import annotations
 
+import math
 import time
 
 from hdlora.observables import Observables
 from hdlora.params import Params
+from hdlora.theory import noise
 from hdlora.theory.finetune import finetune
-from hdlora.theory.pretrain import pretrain, recalibrated
+from hdlora.theory.pretrain import pretrain
+from hdlora.theory.recalibration import recalibrated
 
 #: the fields of the record that the pre-training stage computes
 PRETRAIN_FIELDS = (
@@ -47,18 +50,19 @@ def state_evolution(
 
     ``beta``: recalibration of the frozen map, Ŵ → √β Ŵ, before the fine-tuning (eq. 26,
     App. E); ``None`` means β* = M/Q of this pre-training. The record's test_error and
-    train_error are then the recalibrated map's ℰ(β), ℒ(β) (:func:`~hdlora.theory.pretrain.
+    train_error are then the recalibrated map's ℰ(β), ℒ(β) (:func:`~hdlora.theory.recalibration.
     recalibrated`; the unscaled ℰ in ``info["pre_test_error_unscaled"]``), its Q, M are β²Q,
     βM, and ``beta``, ``beta_star`` are set. ``rho``: active fine-tuning (Algorithm 1), see
     :func:`~hdlora.theory.finetune`."""
     t0 = time.perf_counter()
     pre = pretrain(params, n_mc, seed, tol=tol, progress=progress, method=method)
     if beta is None:
-        if not pre.Q > 0:
+        beta = noise.beta_star(pre.Q, pre.M, pre.Q0)
+        if math.isnan(beta):
             raise ValueError(
-                f"beta=None needs Q > 0 (β* = M/Q), but the pre-training has Q={pre.Q}"
+                f"beta=None: β* = M/Q is undefined, the pre-training is the zero predictor "
+                f"(Q = {pre.Q:.3g})"
             )
-        beta = pre.M / pre.Q
     ft_method = "rqmc" if method == "exact" else method
     ft = finetune(
         params, pre, n_mc, seed, tol=tol, progress=progress, method=ft_method, beta=beta, rho=rho
