@@ -41,6 +41,9 @@ def test_result_is_converged_and_consistent():
     assert obs.train_error == pytest.approx((fit.objective - penalty) / exp.sizes.N, rel=1e-10)
     assert obs.m >= 0 and 0 <= obs.overlap <= 1
     assert obs.train_error < obs.test_error  # the train set is fit
+    # the record's statistics cover both stages: iterations summed, the largest gradient
+    assert obs.n_iter == fit.n_iter + fit_ft.n_iter > fit_ft.n_iter
+    assert obs.residual == max(fit.grad_max, fit_ft.grad_max)
 
 
 def test_large_lambda_drives_W_to_zero():
