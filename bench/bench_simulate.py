@@ -28,7 +28,8 @@ from hdlora import Params
 from hdlora.model.losses import pretrain_objective
 from hdlora.params import EffectivePretraining
 from hdlora.simulation import Experiment, FinetuneExperiment, simulate, simulate_finetune
-from hdlora.simulation.experiment import SAME_MINIMUM_RTOL, default_device
+from hdlora.simulation.experiment import default_device
+from hdlora.simulation.starts import SAME_MINIMUM_RTOL
 
 
 def sync(device):

@@ -78,11 +78,11 @@ from hdlora.theory.symmetric import multiplicity, to_matrix
 
 run = Run("02_pretraining_theory", out_dir, profile, recompute)
 D_eig = run.choose(D_eig, smoke=400, quick=1500, paper=3000)
-Ds = run.choose(Ds, smoke=[40, 80], quick=[100, 200], paper=[100, 200, 400])
+Ds = run.size("Ds_validation", Ds)
 seeds = run.choose(seeds, smoke=list(range(6)), quick=list(range(6)), paper=list(range(8)))
 # randomised quasi-Monte Carlo: one seed, standard errors from its independent blocks
-n_mc = run.choose(n_mc, smoke=2048, quick=16384, paper=65536)
-mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
+n_mc = run.size("n_mc_validation", n_mc)
+mc_seeds = run.size("mc_seeds_validation", mc_seeds)
 n_lam = run.choose(n_lam, smoke=4, quick=12, paper=20)
 replicon_alphas = run.choose(replicon_alphas, smoke=[0.05], quick=[0.05, 0.2], paper=[0.05, 0.1, 0.2])
 replicon_lams = run.choose(replicon_lams, smoke=[0.003, 0.3], quick=[0.003, 0.03, 0.3],

@@ -74,11 +74,11 @@ from hdlora.simulation import simulate
 from hdlora.theory import EffectivePretraining, finetune, state_evolution
 
 run = Run("03_finetuning_theory", out_dir, profile, recompute)
-Ds = run.choose(Ds, smoke=[40, 80], quick=[100, 200], paper=[100, 200, 400])
+Ds = run.size("Ds_validation", Ds)
 seeds = run.choose(seeds, smoke=list(range(4)), quick=list(range(6)), paper=list(range(8)))
 # randomised quasi-Monte Carlo: one seed, standard errors from its independent blocks
-n_mc = run.choose(n_mc, smoke=2048, quick=16384, paper=65536)
-mc_seeds = run.choose(mc_seeds, smoke=[0], quick=[0], paper=[0, 1])
+n_mc = run.size("n_mc_validation", n_mc)
+mc_seeds = run.size("mc_seeds_validation", mc_seeds)
 n_baseline = run.choose(n_baseline, smoke=500_000, quick=8_000_000, paper=16_000_000)
 
 

@@ -112,15 +112,9 @@ keys_eff = ["Delta", "Q0", "Q", "M", "alpha_ft", "lam_ft"]
 def solve_each(name, solver, jobs, **kwargs):
     """``solver(params, effective, ...)`` for each (params, effective) of ``jobs``, as one table
     cached under the jobs and the solver's code."""
-    from hdlora.harness.tables import run_table
-
     arg = "effective" if solver is simulate_finetune else "pretrain_result"  # finetune's name
-
-    def compute():
-        return pd.concat([run_table(solver, [p], grid={arg: [e]}, progress=progress, **kwargs)
-                          for p, e in jobs], ignore_index=True)
-
-    return run.table(name, compute, solver=solver, jobs=jobs, kwargs=kwargs)
+    return run.solve_jobs(name, solver, [dict(point=p, grid={arg: [e]}) for p, e in jobs],
+                          progress=progress, **kwargs)
 
 
 # %% [markdown]
@@ -146,15 +140,9 @@ matched = [(two_stage, EffectivePretraining(Q0=r.Q0, Q=r.Q, M=r.M), int(r.seed),
            for r in full.itertuples()]
 
 
-def shortcut_matched():
-    from hdlora.harness.tables import run_table
-    return pd.concat([run_table(simulate_finetune, [p], seeds=[s],
-                                grid={"effective": [e], "D": [D_]}, progress=progress)
-                      for p, e, s, D_ in matched], ignore_index=True)
-
-
-short = run.table("protocols_shortcut_matched", shortcut_matched, solver=simulate_finetune,
-                  matched=matched)
+short = run.solve_jobs("protocols_shortcut_matched", simulate_finetune,
+                       [dict(point=p, seeds=[s], grid={"effective": [e], "D": [D_]})
+                        for p, e, s, D_ in matched], progress=progress)
 rows = []
 for col in ["ft_test_error", "overlap", "q", "m", "forgetting_error"]:
     a = full.groupby("D")[col].agg(["mean", "std", "count"])
@@ -181,15 +169,9 @@ assert profile == "smoke" or (shortcut_check["z"].abs() < threshold).all(), shor
 
 # %%
 def sims_over_D(name, jobs, **kwargs):
-    from hdlora.harness.tables import run_table
-
-    def compute():
-        return pd.concat([run_table(simulate_finetune, [p], seeds=seeds,
-                                    grid={"effective": [e], "D": Ds}, progress=progress, **kwargs)
-                          for p, e in jobs], ignore_index=True)
-
-    return run.table(name, compute, solver=simulate_finetune, jobs=jobs, seeds=seeds, D=Ds,
-                     kwargs=kwargs)
+    return run.solve_jobs(name, simulate_finetune,
+                          [dict(point=p, grid={"effective": [e], "D": Ds}) for p, e in jobs],
+                          seeds=seeds, progress=progress, **kwargs)
 
 
 sim_eff = sims_over_D("protocols_effective_simulation", effective_points)
@@ -233,8 +215,8 @@ for r in [*map(float, rhos), np.nan]:
     s = sim_act[sim_act["rho"].isna()] if np.isnan(r) else sim_act[sim_act["rho"] == r]
     noise_rows.append({
         "rho": r,
-        "simulation Delta_eff_hat": s["info_train_Delta_eff_hat"].mean(),
-        "sim se": s["info_train_Delta_eff_hat"].std() / np.sqrt(len(s)),
+        "simulation Delta_eff_hat": s["info_Delta_eff_train"].mean(),
+        "sim se": s["info_Delta_eff_train"].std() / np.sqrt(len(s)),
         "theory (conditioned samples)": float(t["info_Delta_eff_train"].iloc[0]),
         "eq. (25)": noise.delta_eff(active_Delta, eff_act.Q0, eff_act.Q, eff_act.M),
         "eq. (28)": noise.delta_eff_active(active_Delta, eff_act.Q0, eff_act.Q, eff_act.M),
@@ -323,18 +305,11 @@ assert abs(b_min - pre_lin.M / pre_lin.Q) <= grid[1] - grid[0]
 # of the lowest one. The fraction of random starts that do, against $D$:
 
 # %%
-def map_runs():
-    from hdlora.harness.tables import run_table
-    pts = [map_params.replace(lam_ft=float(lf)) for lf in map_lam_fts]
-    return run_table(simulate_finetune, pts, seeds=seeds, grid={"effective": [map_eff],
-                                                                 "D": map_Ds},
-                     progress=progress, n_init=map_n_random, spectral_start=False,
-                     teacher_start=True)
-
-
-starts = run.table("protocols_minima_map", map_runs, solver=simulate_finetune,
-                   params=map_params, lam_ft=list(map_lam_fts), effective=map_eff, D=map_Ds,
-                   seeds=seeds, n_init=map_n_random)
+starts = run.solve_jobs("protocols_minima_map", simulate_finetune,
+                        [dict(point=map_params.replace(lam_ft=float(lf))) for lf in map_lam_fts],
+                        seeds=seeds, grid={"effective": [map_eff], "D": map_Ds},
+                        n_init=map_n_random, spectral_start=False, teacher_start=True,
+                        progress=progress)
 
 
 def start_columns(df):

@@ -84,15 +84,15 @@ from hdlora.simulation import simulate
 from hdlora.theory import bayes_optimal, sweep
 
 run = Run("fig1_lambda_pipeline", out_dir, profile, recompute)
-lam_range = run.choose(lam_range, smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0])
-n_lam = run.choose(n_lam, smoke=3, quick=20, paper=32)
+lam_range = run.size("lam_range", lam_range)
+n_lam = run.size("n_lam", n_lam)
 n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=10, paper=20)
-n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+n_mc = run.size("n_mc", n_mc)
 D = run.choose(D, smoke=30, quick=100, paper=150)
 sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=[0, 1, 2, 3])
 sim_lams = run.choose(sim_lams, smoke=[0.1, "inf"], quick=[0.01, 0.1, 1.0, "inf"],
                       paper=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, "inf"])
-bo_n_mc = run.choose(bo_n_mc, smoke=20_000, quick=200_000, paper=1_000_000)
+bo_n_mc = run.size("bo_n_mc", bo_n_mc)
 
 
 def _value(x):

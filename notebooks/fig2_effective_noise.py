@@ -68,7 +68,7 @@ from IPython.display import display
 from matplotlib.lines import Line2D
 
 from hdlora import EffectivePretraining, Params
-from hdlora.harness.agreement import agreement_table, stable_agreement, with_replicon
+from hdlora.harness.agreement import AGREEMENT_COLUMNS, agreement_summary, compare_at_points
 from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
 from hdlora.harness.readings import (
     agreement_readings,
@@ -82,11 +82,11 @@ from hdlora.simulation import simulate_finetune
 from hdlora.theory import sweep
 
 run = Run("fig2_effective_noise", out_dir, profile, recompute)
-n_delta = run.choose(n_delta, smoke=3, quick=20, paper=30)
-n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+n_delta = run.size("n_delta", n_delta)
+n_mc = run.size("n_mc", n_mc)
 Ds = run.choose(Ds, smoke=[40], quick=[150, 300], paper=[2500, 5000, 10_000])
 D = max(Ds)
-sim_seeds = run.choose(sim_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=list(range(5)))
+sim_seeds = run.size("sim_seeds", sim_seeds)
 sim_delta_effs = run.choose(sim_delta_effs, smoke=[1.5], quick=[1.0, 2.5, 4.0],
                             paper=[0.5, 1.0, 2.0, 3.0, 4.0])
 base = Params(T=T, lam_ft=lam_ft, activation=activation)
@@ -237,15 +237,10 @@ at_sims = pd.concat([theory_panel(f"fig2_theory_at_sims_{i}", p, sim_effs[k])
 # at every profile, smoke (CI) included: the theory converges at the simulated points
 assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["alpha_ft", "Delta", "Q"]]
 keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
-table = with_replicon(agreement_table(sim, at_sims, keys, ["ft_test_error", "overlap", "q", "m"]),
-                      at_sims, keys)
+table, check, check_unstable = compare_at_points(sim, at_sims, keys, ["ft_test_error", "overlap", "q", "m"])
 run.write(table, "fig2_agreement")
-cols = [*keys, "observable", "sim_inf", "sim_inf_se", "theory", "theory_se", "z", "ft_replicon"]
-display(table[cols].round(4))
-check, check_unstable = stable_agreement(table)  # required at the stable points only
-print("replicon-stable points:", check.summary())
-if check_unstable is not None:  # the replica-symmetric prediction need not hold there
-    print("points with a replicon >= 1 (reported):", check_unstable.summary())
+display(table[[*keys, *AGREEMENT_COLUMNS]].round(4))
+display(agreement_summary(check, check_unstable))  # required at the stable points only
 assert profile == "smoke" or check.passed, check.failures
 
 # %% [markdown]

@@ -77,9 +77,9 @@ from hdlora.simulation import simulate
 from hdlora.theory import sweep
 
 run = Run("fig3_reused_sequences", out_dir, profile, recompute)
-lam_range = run.choose(lam_range, smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0])
-n_lam = run.choose(n_lam, smoke=3, quick=20, paper=32)
-n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+lam_range = run.size("lam_range", lam_range)
+n_lam = run.size("n_lam", n_lam)
+n_mc = run.size("n_mc", n_mc)
 D = run.choose(D, smoke=30, quick=100, paper=1000)
 sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=list(range(5)))
 sim_lams = run.choose(sim_lams, smoke=[0.1], quick=[0.01, 0.1, 0.3, 1.0],

@@ -78,7 +78,7 @@ from IPython.display import display
 from matplotlib.lines import Line2D
 
 from hdlora import EffectivePretraining, Params
-from hdlora.harness.agreement import agreement_table, stable_agreement, with_replicon
+from hdlora.harness.agreement import AGREEMENT_COLUMNS, agreement_summary, compare_at_points
 from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
 from hdlora.harness.readings import (
     agreement_readings,
@@ -88,15 +88,14 @@ from hdlora.harness.readings import (
     verdict_of,
 )
 from hdlora.harness.run import Run
-from hdlora.harness.tables import run_table
 from hdlora.simulation import simulate_finetune
 from hdlora.theory import noise, sweep
 
 run = Run("fig4_active_finetuning", out_dir, profile, recompute)
 n_delta = run.choose(n_delta, smoke=2, quick=20, paper=30)
-n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+n_mc = run.size("n_mc", n_mc)
 D = run.choose(D, smoke=30, quick=150, paper=10_000)
-sim_seeds = run.choose(sim_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=list(range(5)))
+sim_seeds = run.size("sim_seeds", sim_seeds)
 sim_delta_effs = run.choose(sim_delta_effs, smoke=[2.0], quick=[1.0, 3.0],
                             paper=[0.5, 1.0, 2.0, 3.0, 4.0])
 base = Params(T=T, Delta=Delta, activation=activation)
@@ -163,24 +162,15 @@ at_sims = pd.concat([
               seed=seed).assign(rho=rho, selection=sel)
     for (rho, sel) in curves], ignore_index=True)
 at_sims = at_sims.loc[at_sims.groupby(["rho", "selection", "Q"])["ft_test_error"].idxmin()]
-jobs = []  # (ρ, selection, point at the chosen λ', effective pre-training)
+jobs = []  # at each (ρ, selection) and effective pre-training, the point at the chosen λ'
 for (rho, sel), p in curves.items():
     for eff in sim_effs:
         row = at_sims[(at_sims["rho"] == rho) & (at_sims["selection"] == sel)
                       & np.isclose(at_sims["Q"], eff.Q)].iloc[0]
-        jobs.append((rho, sel, p.replace(lam_ft=float(row["lam_ft"])), eff))
-
-
-def simulate_all():
-    return pd.concat([
-        run_table(simulate_finetune, [point], seeds=sim_seeds, grid={"effective": [eff], "D": [D]},
-                  progress=progress, rho=rho if sel == "active" else None, teacher_start=True,
-                  ).assign(rho=rho, selection=sel)
-        for rho, sel, point, eff in jobs], ignore_index=True)
-
-
-sim = run.table("fig4_simulation", simulate_all, solver=simulate_finetune, jobs=jobs,
-                seeds=sim_seeds, D=D, teacher_start=True)
+        jobs.append(dict(point=p.replace(lam_ft=float(row["lam_ft"])), grid={"effective": [eff]},
+                         rho=rho if sel == "active" else None, assign=dict(rho=rho, selection=sel)))
+sim = run.solve_jobs("fig4_simulation", simulate_finetune, jobs, seeds=sim_seeds, D=D,
+                     teacher_start=True, progress=progress)
 sim = sim.assign(source="simulation", panel="best_lam_ft", alpha_ft_bar=alpha_ft_bar)
 disagree = [c for c in sim.columns if c.endswith("starts_disagree")]
 print(f"{len(sim)} simulations at D = {D}; runs whose starts reached different minima: "
@@ -298,15 +288,10 @@ display(readings_table(rows))
 
 # %%
 keys = ["rho", "selection", "Q", "lam_ft"]
-table = with_replicon(agreement_table(sim, at_sims, keys, ["ft_test_error", "overlap"]),
-                      at_sims, keys)
+table, check, check_unstable = compare_at_points(sim, at_sims, keys, ["ft_test_error", "overlap"])
 run.write(table, "fig4_agreement")
-cols = [*keys, "observable", "sim_inf", "sim_inf_se", "theory", "theory_se", "z", "ft_replicon"]
-display(table[cols].round(4))
-check, check_unstable = stable_agreement(table)  # required at the stable points only
-print("replicon-stable points:", check.summary())
-if check_unstable is not None:  # the replica-symmetric prediction need not hold there
-    print("points with a replicon >= 1 (reported):", check_unstable.summary())
+display(table[[*keys, *AGREEMENT_COLUMNS]].round(4))
+display(agreement_summary(check, check_unstable))  # required at the stable points only
 assert profile == "smoke" or check.passed, check.failures
 rows += agreement_readings("fig4", check, check_unstable)
 rows += simulation_sizes("fig4", sim, keys)

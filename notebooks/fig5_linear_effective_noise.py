@@ -84,10 +84,10 @@ from hdlora.simulation import simulate_finetune
 from hdlora.theory import sweep
 
 run = Run("fig5_linear_effective_noise", out_dir, profile, recompute)
-n_delta = run.choose(n_delta, smoke=3, quick=20, paper=30)
-n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+n_delta = run.size("n_delta", n_delta)
+n_mc = run.size("n_mc", n_mc)
 D = run.choose(D, smoke=40, quick=400, paper=5000)
-sim_seeds = run.choose(sim_seeds, smoke=[0, 1], quick=[0, 1, 2], paper=list(range(5)))
+sim_seeds = run.size("sim_seeds", sim_seeds)
 sim_delta_effs = run.choose(sim_delta_effs, smoke=[1.0], quick=[0.5, 2.0, 3.5],
                             paper=[0.0, 1.0, 2.0, 3.0, 4.0])
 base = Params(T=T, Delta=Delta, lam_ft=lam_ft, activation=activation)
@@ -230,9 +230,9 @@ assert readings.loc[~coincide | (profile != "smoke"), "holds"].all(), readings
 
 # %%
 from hdlora.harness.agreement import (  # noqa: E402
-    agreement_table,
-    stable_agreement,
-    with_replicon,
+    AGREEMENT_COLUMNS,
+    agreement_summary,
+    compare_at_points,
 )
 from hdlora.harness.readings import (  # noqa: E402
     agreement_readings,
@@ -246,15 +246,10 @@ sim_theory = theory_table("fig5_theory_at_sims", base, sim_effs, alpha_ft_values
 # at every profile, smoke (CI) included: the theory converges at the simulated points
 assert sim_theory["converged"].all(), sim_theory.loc[~sim_theory["converged"], ["alpha_ft", "Q"]]
 keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
-table = with_replicon(agreement_table(sim, sim_theory, keys, ["ft_test_error", "overlap", "q", "m"]),
-                      sim_theory, keys)
+table, check, check_unstable = compare_at_points(sim, sim_theory, keys, ["ft_test_error", "overlap", "q", "m"])
 run.write(table, "fig5_agreement")
-cols = [*keys, "observable", "sim_inf", "sim_inf_se", "theory", "theory_se", "z", "ft_replicon"]
-display(table[cols].round(4))
-check, check_unstable = stable_agreement(table)  # required at the stable points only
-print("replicon-stable points:", check.summary())
-if check_unstable is not None:  # the replica-symmetric prediction need not hold there
-    print("points with a replicon >= 1 (reported):", check_unstable.summary())
+display(table[[*keys, *AGREEMENT_COLUMNS]].round(4))
+display(agreement_summary(check, check_unstable))  # required at the stable points only
 assert profile == "smoke" or check.passed, check.failures
 
 # %% [markdown]

@@ -92,12 +92,12 @@ from hdlora.theory.recalibration import recalibrated
 run = Run("fig6_recalibration", out_dir, profile, recompute)
 n_beta = run.choose(n_beta, smoke=3, quick=21, paper=31)
 n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=20, paper=30)
-n_mc = run.choose(n_mc, smoke=1024, quick=8192, paper=32768)
+n_mc = run.size("n_mc", n_mc)
 D = run.choose(D, smoke=30, quick=100, paper=800)
 sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=list(range(10)))
 sim_lam_fts = run.choose(sim_lam_fts, smoke=[0.3], quick=[0.1, 0.3, 1.0],
                          paper=[0.03, 0.1, 0.3, 1.0, 3.0])
-bo_n_mc = run.choose(bo_n_mc, smoke=20_000, quick=200_000, paper=1_000_000)
+bo_n_mc = run.size("bo_n_mc", bo_n_mc)
 base = Params(T=T, kappa0=kappa0, kappa=kappa, Delta=Delta, alpha=alpha, alpha_ft=alpha_ft,
               activation=activation)
 lam_values = [float(x) for x in lams]

@@ -265,3 +265,46 @@ def importlib_reload(name):
 
     sys.modules.pop(name, None)
     return importlib.import_module(name)
+
+
+def test_shared_sizes_come_from_one_table(tmp_path):
+    """A notebook names a shared setting; its value per profile is the one of SIZES, a value
+    given by papermill wins, and an unknown name is refused by name."""
+    from hdlora.harness.profiles import SIZES
+
+    for profile in ("smoke", "quick", "paper"):
+        run = Run("test", out_dir=tmp_path, profile=profile)
+        assert run.size("n_mc") == SIZES["n_mc"][profile]
+        assert run.size("n_mc", 77) == 77
+        seeds = run.size("sim_seeds")
+        seeds.append(-1)  # a copy: the table is not changed by a notebook
+        assert -1 not in SIZES["sim_seeds"][profile]
+    with pytest.raises(ValueError, match="name must be one of"):
+        run.size("n_mcc")
+
+
+def test_solve_jobs_keys_the_table_by_its_own_arguments(tmp_path):
+    """``run.solve_jobs`` runs each job with the common arguments (a job's own value wins),
+    adds its ``assign`` columns, reuses the table for the same call and recomputes it when a
+    job's argument changes: the key is the call itself, not a second list of its arguments."""
+    from hdlora.theory import bayes_optimal
+
+    calls = []
+
+    def solver(point, seed=0, progress=False, *, scale=1.0, shift=0.0):
+        calls.append((point.alpha, seed, scale, shift))
+        return Observables(params=point, source="bayes", test_error=scale * point.alpha + shift)
+
+    solver.__module__ = bayes_optimal.__module__  # a library module to take the code version of
+    run = Run("test", out_dir=tmp_path, profile="smoke")
+    p = Params(alpha=0.2)
+    jobs = [dict(point=p, assign={"tag": "a"}), dict(point=p.replace(alpha=0.4), shift=1.0)]
+    df = run.solve_jobs("jobs", solver, jobs, seeds=[0, 1], scale=2.0)
+    assert calls == [(0.2, 0, 2.0, 0.0), (0.2, 1, 2.0, 0.0), (0.4, 0, 2.0, 1.0), (0.4, 1, 2.0, 1.0)]
+    assert list(df["test_error"]) == pytest.approx([0.4, 0.4, 1.8, 1.8])
+    assert list(df["tag"].fillna("")) == ["a", "a", "", ""]
+    run.solve_jobs("jobs", solver, jobs, seeds=[0, 1], scale=2.0)
+    assert len(calls) == 4  # the same call: reused
+    jobs[1]["shift"] = 2.0
+    run.solve_jobs("jobs", solver, jobs, seeds=[0, 1], scale=2.0)
+    assert len(calls) == 8  # a job changed: the table is recomputed

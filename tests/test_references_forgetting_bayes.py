@@ -32,7 +32,7 @@ import torch
 from scipy.special import logsumexp
 
 from hdlora import Params
-from hdlora.simulation.experiment import simulate
+from hdlora.simulation import simulate
 from hdlora.theory import EffectivePretraining, bayes, finetune
 
 SIGMAS = 4.0  # tolerance in combined standard errors for the Monte-Carlo comparisons

@@ -283,7 +283,7 @@ def test_active_selection_in_the_two_stage_pipeline():
     assert float(score(active_exp.ft)) < 0.5 * float(score(uniform_exp.ft))
     obs = simulate(p, 20, seed=5, rho=0.25, **kw)
     assert obs.selection == "active" and obs.rho == 0.25 and obs.info["n_candidates"] == 800
-    assert obs.info["train_Delta_eff_hat"] < obs.info["pool_Delta_eff_hat"]
+    assert obs.info["Delta_eff_train"] < obs.info["Delta_eff_pool"]
     with pytest.raises(ValueError, match="rho"):
         simulate(p.replace(reuse=True, alpha=1.0), 20, rho=0.5)
     with pytest.raises(ValueError, match="rho"):

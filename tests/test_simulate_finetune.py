@@ -154,17 +154,14 @@ def test_active_selection_lowers_the_effective_noise():
     D = 10
     uniform = simulate_finetune(p, eff, D, seed=0, n_test=50, progress=False)
     rows = {r: simulate_finetune(p, eff, D, 0, rho=r, n_test=50) for r in (1.0, 0.5, 0.2, 0.05)}
-    est = {
-        r: (o.info["train_Delta_eff_hat"], o.info["train_Delta_eff_hat_se"])
-        for r, o in rows.items()
-    }
+    est = {r: (o.info["Delta_eff_train"], o.info["Delta_eff_train_se"]) for r, o in rows.items()}
     # ρ = 1 keeps the whole pool, in the drawn order: the uniform set itself
-    assert est[1.0][0] == uniform.info["train_Delta_eff_hat"]
+    assert est[1.0][0] == uniform.info["Delta_eff_train"]
     assert abs(est[1.0][0] - full) < 4 * est[1.0][1]
     for r, o in rows.items():
         assert o.selection == "active" and o.rho == r
         assert o.info["n_candidates"] == round(3000 / r)
-        pool, pool_se = o.info["pool_Delta_eff_hat"], o.info["pool_Delta_eff_hat_se"]
+        pool, pool_se = o.info["Delta_eff_pool"], o.info["Delta_eff_pool_se"]
         assert abs(pool - full) < 4 * pool_se
         d, se = est[r]
         assert act - 4 * se < d < full + 4 * se

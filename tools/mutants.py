@@ -197,30 +197,30 @@ MUTANTS: list[Mutant] = [
     ),
     # ---------------------------------------------------------------- simulation
     M(
-        "simulation/experiment.py",
+        "simulation/starts.py",
         "if best is None or fit.objective < best.objective:",
         "if best is None or fit.objective > best.objective:",
         "best-of-n keeps the worst start",
         ("test_simulate.py",),
     ),
     M(
-        "simulation/experiment.py",
-        "if float(fit.x @ self.teacher.w_star) < 0:",
-        "if float(fit.x @ self.teacher.w_star) > 0:",
+        "simulation/starts.py",
+        "if float(fit.x @ w_star) < 0:",
+        "if float(fit.x @ w_star) > 0:",
         "ŵ signed so that m ≤ 0",
         ("test_simulate.py",),
     ),
     M(
-        "simulation/experiment.py",
+        "simulation/measure.py",
         '"Q0": float((W_star.T @ W_star).square().sum()) / (P0 * D**2)',
         '"Q0": float((W_star.T @ W_star).square().sum()) / (P * D**2)',
         "Q0 normalised with P instead of P0",
         ("test_simulate.py",),
     ),
     M(
-        "simulation/experiment.py",
-        "forget = fine(self.test)",
-        "forget = fine(self.test_ft)",
+        "simulation/measure.py",
+        "forget = fine(exp.test)",
+        "forget = fine(exp.test_ft)",
         "ℰ'' (84) measured on fine-tuning instead of pre-training samples",
         ("test_simulate.py",),
     ),
@@ -446,14 +446,14 @@ MUTANTS: list[Mutant] = [
         ("test_theory_protocols.py",),
     ),
     M(
-        "simulation/experiment.py",
+        "simulation/active.py",
         "keep = torch.argsort(score, stable=True)[:n_keep]",
         "keep = torch.argsort(-score, stable=True)[:n_keep]",
         "Algorithm 1 in the simulator keeps the largest scores",
         ("test_simulate_finetune.py", "test_simulate.py"),
     ),
     M(
-        "simulation/experiment.py",
+        "simulation/pipeline.py",
         "return beta, (W if beta == 1.0 else math.sqrt(beta) * W), note",
         "return beta, (W if beta == 1.0 else beta * W), note",
         "recalibration Ŵ → β Ŵ instead of √β Ŵ",
@@ -760,6 +760,21 @@ MUTANTS: list[Mutant] = [
         "        pass\n",
         "the pinned conjugate m̂ of the uninformed point kept as its sample noise",
         ("test_precision.py", "test_theory_protocols.py"),
+    ),
+    # ---------------------------------------------------------------- the simulator's rooms
+    M(
+        "simulation/pipeline.py",
+        'return noise.beta_star(op["Q"], op["M"], op["Q0"])',
+        'return noise.beta_star(op["M"], op["Q"], op["Q0"])',
+        "the simulation's β* = Q/M instead of M/Q (beta=None)",
+        ("test_simulate.py",),
+    ),
+    M(
+        "simulation/starts.py",
+        "        n_iter += fit.n_iter\n",
+        "        n_iter = fit.n_iter\n",
+        "a record's n_iter counts the last stage only",
+        ("test_simulate.py",),
     ),
     # ---------------------------------------------------------------- equivalent by design
     M(

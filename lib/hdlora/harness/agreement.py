@@ -308,6 +308,37 @@ def stable_agreement(agreement: pd.DataFrame) -> tuple[AgreementCheck, Agreement
     return check_agreement(agreement[stable]), (check_agreement(others) if len(others) else None)
 
 
+#: the columns a notebook shows of an agreement table, after its keys
+AGREEMENT_COLUMNS = (
+    "observable",
+    "sim_inf",
+    "sim_inf_se",
+    "theory",
+    "theory_se",
+    "z",
+    "ft_replicon",
+)
+
+
+def compare_at_points(
+    sim: pd.DataFrame, theory: pd.DataFrame, keys: list[str], observables: list[str]
+) -> tuple[pd.DataFrame, AgreementCheck, AgreementCheck | None]:
+    """A figure's comparison in one call: the :func:`agreement_table` of ``sim`` against the
+    theory at the simulated points, with the replicon verdicts (:func:`with_replicon`), and
+    :func:`stable_agreement` on it (the check required, the one reported)."""
+    table = with_replicon(agreement_table(sim, theory, keys, observables), theory, keys)
+    return (table, *stable_agreement(table))
+
+
+def agreement_summary(check: AgreementCheck, unstable: AgreementCheck | None) -> pd.DataFrame:
+    """The verdicts a notebook shows under its agreement table: one row for the
+    replicon-stable points (required) and one for the others (reported), when there are any."""
+    rows = [{"points": "replicon-stable (required)", "verdict": check.summary()}]
+    if unstable is not None:  # the replica-symmetric prediction need not hold there
+        rows.append({"points": "replicon >= 1 (reported)", "verdict": unstable.summary()})
+    return pd.DataFrame(rows)
+
+
 def inject_bias(theory: pd.DataFrame, observables: list[str], bias: float) -> pd.DataFrame:
     """The theory table with every observable multiplied by (1 + ``bias``)."""
     out = theory.copy()

@@ -9,6 +9,8 @@ Each notebook starts with ``run = Run("02_pretraining_theory", out_dir, profile,
   cached under the hash of exactly these arguments and of the solver's code
   (:func:`hdlora.harness.tables.cache_key`); a table with the same key in the committed
   ``data/`` is reused, so a papermill run that changes nothing physical recomputes nothing;
+* ``run.solve_jobs(name, solver, jobs, **common)``: the same over a list of jobs, each with its
+  own point, seeds, grid and keyword arguments;
 * ``run.table(name, compute, **key)``: the same cache for any other computation, keyed by
   ``key`` (name the code it runs in ``key``, e.g. ``code=code_version("hdlora.theory.bayes")``);
 * ``run.write(df, name)``, ``run.save(fig, name)``: atomic writes of a table / a figure.
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 import pandas as pd
 
 from hdlora.harness.io import output_dirs, repo_root, save_figure, write_table
-from hdlora.harness.profiles import check_profile, choose
+from hdlora.harness.profiles import check_profile, choose, size
 from hdlora.harness.tables import cached, provenance, run_table, snapshot_code
 from hdlora.params import Params
 
@@ -45,6 +47,11 @@ class Run:
         if value is not None:
             return value
         return choose(self.profile, smoke=smoke, quick=quick, paper=paper)
+
+    def size(self, name: str, value=None):
+        """``value`` if given (not None), else the shared setting ``name`` of this run's profile
+        (:data:`hdlora.harness.profiles.SIZES`)."""
+        return value if value is not None else size(self.profile, name)
 
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **key) -> pd.DataFrame:
         """``compute()`` cached as ``data/<name>.csv`` under :func:`cache_key` of ``key``, with its
@@ -80,6 +87,33 @@ class Run:
             grid=grid,
             kwargs=kwargs,
         )
+
+    def solve_jobs(
+        self,
+        name: str,
+        solver: Callable,
+        jobs: Iterable[Mapping],
+        *,
+        progress: bool | None = None,
+        **common,
+    ) -> pd.DataFrame:
+        """``solver`` over ``jobs``, one table cached as ``data/<name>.csv`` under the key of
+        exactly these arguments (nothing is listed twice). Each job is a mapping of the
+        arguments of :func:`~hdlora.harness.tables.run_table` for one point: ``point``, and any
+        of ``seeds``, ``grid``, the solver's keyword arguments, and ``assign`` (columns added to
+        its rows); ``common`` holds what every job shares (a job's own value wins)."""
+        jobs = [dict(job) for job in jobs]
+
+        def compute():
+            frames = []
+            for job in jobs:
+                args = {**common, **job}
+                point, assign = args.pop("point"), args.pop("assign", {})
+                rows = run_table(solver, [point], progress=progress, **args)
+                frames.append(rows.assign(**assign))
+            return pd.concat(frames, ignore_index=True)
+
+        return self.table(name, compute, solver=solver, jobs=jobs, common=common)
 
     def write(self, df: pd.DataFrame, name: str, **tolerance) -> None:
         """Write ``df`` as ``data/<name>.csv`` (atomic; a table equal up to ``tolerance``, the

@@ -37,17 +37,25 @@ CENTERINGS = ("population", "empirical")
 STREAMS = ("teacher", "pretrain", "finetune", "test_pretrain", "test_finetune")
 
 
-def generators(seed: int) -> dict[str, torch.Generator]:
-    """One CPU torch generator per stream of :data:`STREAMS`, all derived from ``seed``."""
+def torch_generator(seed_sequence: np.random.SeedSequence) -> torch.Generator:
+    """The CPU torch generator of a numpy seed sequence: the one way a seed becomes a stream."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed_sequence.generate_state(1, dtype=np.uint64)[0] % (2**63)))
+    return g
+
+
+def stream_generators(seed: int, streams: tuple[str, ...], spawn_key=()) -> dict:
+    """One CPU torch generator per name of ``streams``, all derived from ``seed`` (and
+    ``spawn_key``, which keeps the streams of different simulators apart)."""
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got seed={seed!r}")
-    children = np.random.SeedSequence(int(seed)).spawn(len(STREAMS))
-    out = {}
-    for name, child in zip(STREAMS, children, strict=True):
-        g = torch.Generator(device="cpu")
-        g.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] % (2**63)))
-        out[name] = g
-    return out
+    children = np.random.SeedSequence(int(seed), spawn_key=spawn_key).spawn(len(streams))
+    return {name: torch_generator(c) for name, c in zip(streams, children, strict=True)}
+
+
+def generators(seed: int) -> dict[str, torch.Generator]:
+    """One CPU torch generator per stream of :data:`STREAMS`, all derived from ``seed``."""
+    return stream_generators(seed, STREAMS)
 
 
 def check_centering(centering: str) -> None:

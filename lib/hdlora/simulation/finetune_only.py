@@ -33,46 +33,24 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 
 from hdlora.model.activations import activation
-from hdlora.model.data import SequenceSet, draw_sequences
+from hdlora.model.data import SequenceSet, draw_sequences, stream_generators
 from hdlora.model.losses import finetune_objective, finetune_preactivation, sample_errors
 from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
-from hdlora.simulation.experiment import (
-    active_order,
-    assemble_starts,
-    best_of_starts,
-    check_n_init,
-    check_rho,
-    default_device,
-    delta_eff_hat,
-    finetune_overlap,
-    seeded_normal,
-    spectral_init,
-    starts_info,
-)
+from hdlora.simulation.active import active_order, check_rho
+from hdlora.simulation.experiment import default_device
 from hdlora.simulation.lbfgs import FitResult
+from hdlora.simulation.measure import delta_eff_hat, finetune_overlap
+from hdlora.simulation.starts import check_n_init, fit_finetune, fits_record
+from hdlora.theory import noise
 
 #: independent random streams of one fine-tuning experiment
 STREAMS = ("teacher", "fields", "sequences", "test_fields", "test_sequences")
 #: sequences per block when drawing the test set (bounds the memory of X)
 _TEST_BLOCK_ELEMENTS = 2**23
-
-
-def _generators(seed: int) -> dict[str, torch.Generator]:
-    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got seed={seed!r}")
-    # spawn_key (2,) keeps these streams apart from those of the two-stage Experiment
-    children = np.random.SeedSequence(int(seed), spawn_key=(2,)).spawn(len(STREAMS))
-    out = {}
-    for name, child in zip(STREAMS, children, strict=True):
-        g = torch.Generator(device="cpu")
-        g.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] % (2**63)))
-        out[name] = g
-    return out
 
 
 def as_effective(effective) -> EffectivePretraining:
@@ -168,7 +146,8 @@ class FinetuneExperiment:
             raise ValueError(f"n_test must be an integer >= 1, got n_test={n_test!r}")
         self.n_test = int(n_test)
 
-        g = _generators(self.seed)
+        # spawn_key (2,) keeps these streams apart from those of the two-stage Experiment
+        g = stream_generators(self.seed, STREAMS, spawn_key=(2,))
         conv = dict(device=self.device, dtype=self.dtype)
         self.w_star = torch.randn(self.D, generator=g["teacher"], dtype=torch.float64).to(**conv)
         n = self.sizes.N_ft
@@ -232,7 +211,7 @@ class FinetuneExperiment:
     ) -> FitResult:
         """Minimise eq. (3) + λ'‖w‖² from several starts, as
         :meth:`hdlora.simulation.Experiment.finetune`: ``n_init`` starts (default
-        :data:`~hdlora.simulation.experiment.DEFAULT_N_INIT` ["finetune"]: a warm start ``w0``,
+        :data:`~hdlora.simulation.starts.DEFAULT_N_INIT` ["finetune"]: a warm start ``w0``,
         then the spectral start unless ``spectral_start=False``, then random ones), plus w = w*
         with ``teacher_start``; ŵ signed so that m ≥ 0."""
         params = self.params if lam_ft is None else self.params.replace(lam_ft=lam_ft)
@@ -244,30 +223,19 @@ class FinetuneExperiment:
         def objective(w):
             return self.objective(w, params.lam_ft)
 
-        def spectral():
-            return spectral_init(objective, self.D, [self.seed, 1, 10**6], *self._conv)
-
-        starts = assemble_starts(
-            "finetune",
-            w0,
-            n_init,
-            lambda k: seeded_normal([self.seed, 1, k], (self.D,), *self._conv),
-            (lambda: self.w_star.clone()) if teacher_start else None,
-            spectral if spectral_start else None,
-            *self._conv,
-        )
-        fit = best_of_starts(
+        return fit_finetune(
             objective,
-            starts,
-            lambda w: finetune_overlap(w, self.w_star),
+            self.w_star,
+            self.seed,
             desc=f"finetune-only D={self.D}",
+            w0=w0,
+            n_init=n_init,
+            teacher_start=teacher_start,
+            spectral_start=spectral_start,
             gtol=gtol,
             max_iter=max_iter,
             progress=progress,
         )
-        if float(fit.x @ self.w_star) < 0:  # w -> -w is an exact symmetry of eq. (3)
-            fit.x = -fit.x
-        return fit
 
     @property
     def _conv(self):
@@ -332,23 +300,13 @@ class FinetuneExperiment:
             "n_test": self.n_test,
             "device": str(self.device),
             "n_candidates": self.n_candidates,
-            "train_Delta_eff_hat": self.train_delta_eff_hat[0],
-            "train_Delta_eff_hat_se": self.train_delta_eff_hat[1],
-            "pool_Delta_eff_hat": self.pool_delta_eff_hat[0],
-            "pool_Delta_eff_hat_se": self.pool_delta_eff_hat[1],
+            "Delta_eff_train": self.train_delta_eff_hat[0],
+            "Delta_eff_train_se": self.train_delta_eff_hat[1],
+            "Delta_eff_pool": self.pool_delta_eff_hat[0],
+            "Delta_eff_pool_se": self.pool_delta_eff_hat[1],
         }
-        converged, n_iter, residual, message = True, 0, math.nan, ""
-        if fit is not None:
-            converged, n_iter, message = fit.converged, fit.n_iter, f"finetune: {fit.message}"
-            residual = fit.grad_max if math.isfinite(fit.grad_max) else math.nan
-            info |= {
-                "finetune_objective": fit.objective,
-                "finetune_grad_max": fit.grad_max,
-                "finetune_n_iter": fit.n_iter,
-                "finetune_n_evals": fit.n_evals,
-                "finetune_converged": fit.converged,
-            }
-            info |= starts_info(fit, "ft")
+        stats = fits_record({"finetune": fit} if fit is not None else {})
+        info |= stats.pop("info")
         return Observables(
             params=self.params,
             source="simulation",
@@ -361,16 +319,13 @@ class FinetuneExperiment:
             q=q,
             m=m,
             beta=1.0,
-            beta_star=eff.M / eff.Q if eff.Q > 0 else math.nan,
-            Delta_eff=eff.delta_eff(self.params.Delta),
+            beta_star=noise.beta_star(eff.Q, eff.M, eff.Q0),
+            Delta_eff=noise.delta_eff(self.params.Delta, eff.Q0, eff.Q, eff.M),
             rho=math.nan if self.rho is None else self.rho,
             selection="uniform" if self.rho is None else "active",
             D=D,
             seed=self.seed,
-            converged=converged,
-            n_iter=n_iter,
-            residual=residual,
-            message=message,
+            **stats,
             wall_time=wall_time,
             info=info,
         )
@@ -404,14 +359,14 @@ def simulate_finetune(
         Pass ``effective.recalibrated(beta)`` for a recalibrated map.
     rho : None (uniform), or active fine-tuning with labelling ratio ρ ∈ (0, 1] (Algorithm 1).
     n_init, spectral_start, teacher_start, w0 : the starts: ``n_init`` of them (None: 4, i.e.
-        :data:`~hdlora.simulation.experiment.DEFAULT_N_INIT` ["finetune"]; the warm start ``w0``
+        :data:`~hdlora.simulation.starts.DEFAULT_N_INIT` ["finetune"]; the warm start ``w0``
         alone when given): the warm start, the spectral start (:func:`~hdlora.simulation.
-        experiment.spectral_init`, unless ``spectral_start=False``), random ones; plus w = w*
+        starts.spectral_init`, unless ``spectral_start=False``), random ones; plus w = w*
         with ``teacher_start``
         (a validation device: it uses the ground truth). The lowest objective is kept and every
-        start is recorded (``info["ft_start{k}_…"]``, :func:`~hdlora.simulation.experiment.
+        start is recorded (``info["ft_start{k}_…"]``, :func:`~hdlora.simulation.starts.
         starts_summary`); a :class:`~hdlora.diagnostics.StartsDisagreeWarning` says when their
-        overlaps differ by more than :data:`~hdlora.simulation.experiment.OVERLAP_DISAGREE`.
+        overlaps differ by more than :data:`~hdlora.simulation.starts.OVERLAP_DISAGREE`.
     n_test : fresh test sequences (default 10 D).
 
     Returns the :class:`Observables` (source = "simulation", ``info["simulator"] =
@@ -419,7 +374,7 @@ def simulate_finetune(
     map alone (``test_error``), ℒ'/N' (``ft_train_error``), each with its standard error across
     samples; o_w, q, m, q0 of ŵ; Q0, Q, M, ``Delta_eff`` of ``effective``; ``rho``,
     ``selection``; in ``info`` the measured effective noise of the training set and of the
-    candidate pool, ``train_Delta_eff_hat`` and ``pool_Delta_eff_hat`` (± ``_se``), the mean
+    candidate pool, ``Delta_eff_train`` and ``Delta_eff_pool`` (± ``_se``), the mean
     over the sequences of mean_{a≤b} (z − z*_ext)²_ab/(1 + δ_ab): Δ_eff (eq. 25) for a uniform
     set, towards Δ_eff,ActFT (eq. 28) as ρ → 0 (linear σ).
     """

@@ -32,7 +32,7 @@ class FitResult:
     ``x`` the minimiser (detached), ``objective`` f(x), ``grad_max`` max |∇f(x)|, ``n_iter``
     L-BFGS iterations, ``n_evals`` evaluations of f and ∇f, ``converged`` grad_max ≤ gtol,
     ``message`` why it stopped, ``wall_time`` seconds. A best-of-several-starts fit
-    (:func:`hdlora.simulation.experiment.best_of_starts`) also lists every start in ``starts``
+    (:func:`hdlora.simulation.starts.best_of_starts`) also lists every start in ``starts``
     (dicts of flat scalars: kind, objective, overlap, converged, n_iter, grad_max) and the index
     ``best_start`` of the one kept; ``n_evals`` and ``wall_time`` are then summed over the starts.
     """
@@ -47,6 +47,28 @@ class FitResult:
     wall_time: float
     starts: list[dict] = field(default_factory=list)
     best_start: int = 0
+
+
+def _stop_reason(f, g, gtol, done, history: list[float], chunk: int) -> str | None:
+    """Why the chunked iteration stops after a chunk (None: go on). ``history`` holds the
+    objective after each chunk, this one's included."""
+    if not (g < float("inf")) or f != f:
+        return "non-finite objective or gradient"
+    if g <= gtol:
+        return "gradient tolerance reached"
+    if done == 0:
+        return "line search made no progress"
+    # stalled: the objective has not moved (relative 1e-13) for STALL_CHUNKS chunks, i.e. the
+    # gradient is at the floating-point floor above gtol (measured: a 1000-sequence linear
+    # fine-tuning, max|∇f| stuck at 1.7e-6 for 20000 iterations)
+    if len(history) > STALL_CHUNKS:
+        old = history[-STALL_CHUNKS - 1]
+        if old - min(history[-STALL_CHUNKS:]) <= STALL_RTOL * abs(old):
+            return (
+                f"stalled: objective unchanged (relative {STALL_RTOL:g}) over "
+                f"{STALL_CHUNKS} chunks of {chunk} iterations"
+            )
+    return None
 
 
 def minimize(
@@ -112,27 +134,11 @@ def minimize(
             done = opt.state[opt._params[0]].get("n_iter", 0) - before
             n_iter += done
             bar.update(last["g"], done, f=f"{last['f']:.6g}")
-            if not (last["g"] < float("inf")) or last["f"] != last["f"]:
-                message = "non-finite objective or gradient"
-                break
-            if last["g"] <= gtol:
-                message = "gradient tolerance reached"
-                break
-            if done == 0:
-                message = "line search made no progress"
-                break
-            # stalled: the objective has not moved (relative 1e-13) for STALL_CHUNKS chunks, i.e.
-            # the gradient is at the floating-point floor above gtol (measured: a 1000-sequence
-            # linear fine-tuning, max|∇f| stuck at 1.7e-6 for 20000 iterations)
             history.append(last["f"])
-            if len(history) > STALL_CHUNKS:
-                old = history[-STALL_CHUNKS - 1]
-                if old - min(history[-STALL_CHUNKS:]) <= STALL_RTOL * abs(old):
-                    message = (
-                        f"stalled: objective unchanged (relative {STALL_RTOL:g}) over "
-                        f"{STALL_CHUNKS} chunks of {chunk} iterations"
-                    )
-                    break
+            stop = _stop_reason(last["f"], last["g"], gtol, done, history, chunk)
+            if stop is not None:
+                message = stop
+                break
     finally:
         bar.close()
     # the closure's last call may be a line-search trial point: evaluate at the returned x
