@@ -12,14 +12,19 @@ Run: .venv/bin/python bench/bench_pretrain_theory.py
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from hdlora import Params
 from hdlora.theory import pretrain
 from hdlora.theory.laws import PretrainSamples, channel_fields
-from hdlora.theory.reference import pretrain_prox_per_sample
+
+# the per-sample oracle lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import pretrain_prox_per_sample  # noqa: E402
 
 N_SUBSET = 300
 PAPER_ITERATIONS = 250

@@ -4,7 +4,7 @@ Pre-training + fine-tuning state evolution, softmax, T = 3, κ0 = κ = 1, Δ = 0
 α' = 3, λ = 0.1, λ' = 0.5, n_mc = 30000, tolerance 1e-6: target ≤ 10 s on a 2-core CPU. In the
 same run the per-sample way — one ``scipy.optimize.minimize`` per Monte-Carlo sample for each
 proximal (BFGS with the same analytic gradients) — is timed on a subset at the fixed point and
-extrapolated to n_mc (`hdlora.theory.reference`), and the ratios are printed.
+extrapolated to n_mc (`tests/reference.py`), and the ratios are printed.
 
 Run: .venv/bin/python bench/bench_state_evolution.py
 """
@@ -12,14 +12,19 @@ Run: .venv/bin/python bench/bench_state_evolution.py
 from __future__ import annotations
 
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from hdlora import Params
 from hdlora.theory import finetune, pretrain
 from hdlora.theory.laws import FinetuneSamples, PretrainSamples, channel_fields, side_fields
-from hdlora.theory.reference import finetune_prox_per_sample, pretrain_prox_per_sample
+
+# the per-sample oracle lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import finetune_prox_per_sample, pretrain_prox_per_sample  # noqa: E402
 
 N_SUBSET = 300
 PAPER_ITERATIONS = 250
@@ -44,7 +49,7 @@ def main() -> None:
         f"converged={pre.converged and ft.converged}"
     )
 
-    # per-sample scipy proximals of both stages at their fixed points (hdlora.theory.reference),
+    # per-sample scipy proximals of both stages at their fixed points (tests/reference.py),
     # from one start each (the batched solvers warm-start between iterations)
     T = p.T
     pre_samples = PretrainSamples.draw(n_mc, T, 0)

@@ -69,7 +69,7 @@ import pandas as pd
 from hdlora import Params
 from hdlora.harness.agreement import agreement_table, bias_power, check_agreement
 from hdlora.harness.run import Run
-from hdlora.model.activations import activation as sigma_of
+from hdlora.model import activations
 from hdlora.simulation import simulate
 from hdlora.theory import EffectivePretraining, finetune, state_evolution
 
@@ -145,7 +145,7 @@ baselines = [(EffectivePretraining(Q0=q0, Q=q, M=m), d) for q0, q, m, d in basel
 
 # %%
 rng = np.random.default_rng(seed)
-sigma = sigma_of("linear")
+sigma = activations.activation("linear")
 rows = []
 chunk = min(n_baseline, 500_000)
 for pre, D_ in baselines:

@@ -124,14 +124,8 @@ def panel_of(df):
 # smooth. The table is cached in `data/` under the hash of the grid and of the code.
 
 # %%
-def theory_grid(lams, lam_fts_):
-    return pd.concat([sweep(p, lam=lams, lam_ft=lam_fts_, n_mc=n_mc, seed=seed, progress=progress)
-                      for p in panels.values()], ignore_index=True)
-
-
-theory = run.table("fig1_theory", lambda: theory_grid(lam_grid, lam_ft_values), solver=sweep,
-                   panels=list(panels.values()), lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc,
-                   seed=seed)
+theory = run.calls("fig1_theory", sweep, [dict(params=p) for p in panels.values()],
+                   lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc, seed=seed, progress=progress)
 theory = theory.assign(source="theory", panel=panel_of(theory), role="main")
 failed = theory[~theory["converged"]]
 if len(failed):  # shown in the table and drawn as crosses; a figure of record needs none
@@ -166,12 +160,9 @@ display(minima[["panel", "lam_ft", "x", "x_se", "y", "y_se", "grid_x", "located"
 lora = minima[np.isfinite(minima["lam_ft"])]
 best_lam = {k: float(m.loc[m["y"].idxmin(), "x"]) for k, m in lora.groupby("panel", sort=False)}
 inset_lam_fts = [float(x) for x in np.geomspace(*inset_lam_ft_range, n_lam_ft)]
-inset = run.table(
-    "fig1_theory_inset",
-    lambda: pd.concat([sweep(panels[k], lam=[best_lam[k]], lam_ft=inset_lam_fts, n_mc=n_mc,
-                             seed=seed, progress=progress) for k in panels], ignore_index=True),
-    solver=sweep, panels=list(panels.values()), best_lam=best_lam, lam_ft=inset_lam_fts,
-    n_mc=n_mc, seed=seed)
+inset = run.calls("fig1_theory_inset", sweep,
+                  [dict(params=panels[k], lam=[best_lam[k]]) for k in panels],
+                  lam_ft=inset_lam_fts, n_mc=n_mc, seed=seed, progress=progress)
 inset = inset.assign(source="theory", panel=panel_of(inset), role="inset")
 # at every profile, smoke (CI) included: the inset's state evolutions converge
 assert inset["converged"].all(), inset.loc[~inset["converged"], ["lam", "lam_ft"]]

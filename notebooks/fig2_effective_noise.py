@@ -112,11 +112,8 @@ sim_effs = {k: [EffectivePretraining.on_diagonal(float(x), p.Delta, M) for x in 
 
 # %%
 def theory_panel(name, params, pretrainings):
-    return run.table(name,
-                     lambda: sweep(params, pretraining=pretrainings, alpha_ft=alpha_ft_values,
-                                   n_mc=n_mc, seed=seed, progress=progress),
-                     solver=sweep, base=params, pretraining=pretrainings,
-                     alpha_ft=alpha_ft_values, n_mc=n_mc, seed=seed)
+    return run.calls(name, sweep, [dict(params=params, pretraining=pretrainings)],
+                     alpha_ft=alpha_ft_values, n_mc=n_mc, seed=seed, progress=progress)
 
 
 theory = pd.concat([theory_panel(f"fig2_theory_{i}", p, effs[k]).assign(panel=k)

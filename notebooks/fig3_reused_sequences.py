@@ -100,11 +100,8 @@ sim_points = [base.replace(lam=float(lam), lam_ft=float(lf)) for lam in sim_lams
 
 # %%
 lam_ft_values = [float(x) for x in lam_fts]
-theory = run.table("fig3_theory",
-                   lambda: sweep(base, lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc, seed=seed,
-                                 progress=progress),
-                   solver=sweep, base=base, lam=lam_grid, lam_ft=lam_ft_values, n_mc=n_mc,
-                   seed=seed)
+theory = run.calls("fig3_theory", sweep, [dict(params=base, lam=lam_grid)],
+                   lam_ft=lam_ft_values, n_mc=n_mc, seed=seed, progress=progress)
 theory = theory.assign(source="theory", panel="all")
 failed = theory[~theory["converged"]]
 if len(failed):  # drawn as crosses and listed here
@@ -237,11 +234,8 @@ verdicts
 from hdlora.harness.agreement import agreement_table, check_agreement  # noqa: E402
 
 sim_lam_values = [float(x) for x in sim_lams]
-at_sims = run.table("fig3_theory_at_sims",
-                    lambda: sweep(base, lam=sim_lam_values, lam_ft=lam_ft_values, n_mc=n_mc,
-                                  seed=seed, progress=progress),
-                    solver=sweep, base=base, lam=sim_lam_values, lam_ft=lam_ft_values, n_mc=n_mc,
-                    seed=seed)
+at_sims = run.calls("fig3_theory_at_sims", sweep, [dict(params=base, lam=sim_lam_values)],
+                    lam_ft=lam_ft_values, n_mc=n_mc, seed=seed, progress=progress)
 # at every profile, smoke (CI) included: the theory converges at the simulated points
 assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["lam", "lam_ft"]]
 ow = seed_means(sim, ["lam", "lam_ft"], "overlap").rename(

@@ -115,11 +115,9 @@ curves = {(rho, sel): base.replace(alpha_ft=rho * alpha_ft_bar)
 def theory_curve(rho, selection):
     p = curves[(rho, selection)]
     rho_arg = rho if selection == "active" else None
-    df = run.table(f"fig4_theory_{selection}_rho{rhos.index(rho)}",
-                   lambda: sweep(p, pretraining=effs, lam_ft=lam_ft_values, rho=rho_arg,
-                                 n_mc=n_mc, seed=seed, progress=progress),
-                   solver=sweep, base=p, pretraining=effs, lam_ft=lam_ft_values, rho=rho_arg,
-                   n_mc=n_mc, seed=seed)
+    df = run.calls(f"fig4_theory_{selection}_rho{rhos.index(rho)}", sweep,
+                   [dict(params=p, pretraining=effs, rho=rho_arg)], lam_ft=lam_ft_values,
+                   n_mc=n_mc, seed=seed, progress=progress)
     return df.assign(rho=rho, selection=selection)  # uniform rows: the ρ that sets α' = ρ ᾱ'
 
 
@@ -152,14 +150,11 @@ display(chosen)
 # %%
 sim_effs = [EffectivePretraining.on_diagonal(float(x), Delta, M) for x in sim_delta_effs]
 at_sims = pd.concat([
-    run.table(f"fig4_theory_at_sims_{sel}_rho{rhos.index(rho)}",
-              lambda rho=rho, sel=sel: sweep(curves[(rho, sel)], pretraining=sim_effs,
-                                             lam_ft=lam_ft_values,
-                                             rho=rho if sel == "active" else None, n_mc=n_mc,
-                                             seed=seed, progress=progress),
-              solver=sweep, base=curves[(rho, sel)], pretraining=sim_effs, lam_ft=lam_ft_values,
-              rho=rho if sel == "active" else None, n_mc=n_mc,
-              seed=seed).assign(rho=rho, selection=sel)
+    run.calls(f"fig4_theory_at_sims_{sel}_rho{rhos.index(rho)}", sweep,
+              [dict(params=curves[(rho, sel)], pretraining=sim_effs,
+                    rho=rho if sel == "active" else None)],
+              lam_ft=lam_ft_values, n_mc=n_mc, seed=seed,
+              progress=progress).assign(rho=rho, selection=sel)
     for (rho, sel) in curves], ignore_index=True)
 at_sims = at_sims.loc[at_sims.groupby(["rho", "selection", "Q"])["ft_test_error"].idxmin()]
 jobs = []  # at each (ρ, selection) and effective pre-training, the point at the chosen λ'

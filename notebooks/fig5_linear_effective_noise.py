@@ -112,11 +112,8 @@ alpha_ft_values = [float(a) for a in alpha_fts]
 
 # %%
 def theory_table(name, params, pretrainings, alphas):
-    return run.table(name,
-                     lambda: sweep(params, pretraining=pretrainings, alpha_ft=alphas, n_mc=n_mc,
-                                   seed=seed, progress=progress),
-                     solver=sweep, base=params, pretraining=pretrainings, alpha_ft=alphas,
-                     n_mc=n_mc, seed=seed)
+    return run.calls(name, sweep, [dict(params=params, pretraining=pretrainings)],
+                     alpha_ft=alphas, n_mc=n_mc, seed=seed, progress=progress)
 
 
 theory = theory_table("fig5_theory", base, effs, alpha_ft_values).assign(panel="main")

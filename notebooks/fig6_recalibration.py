@@ -118,15 +118,11 @@ for lam in [*lam_values, *search_lam_values]:
 # %%
 lam_ft_search = [float(x) for x in search_lam_fts]
 scales = [float(x) for x in search_beta_scales]
-search = run.table("fig6_theory_search",
-                   lambda: pd.concat([
-                       sweep(base, lam=search_lam_values, lam_ft=lam_ft_search, beta=None,
-                             beta_scale=scales, n_mc=n_mc, seed=seed, progress=progress),
-                       sweep(base, lam=search_lam_values, lam_ft=lam_ft_search, beta=1.0,
-                             n_mc=n_mc, seed=seed, progress=progress).assign(beta_scale=np.nan)],
-                       ignore_index=True),
-                   solver=sweep, base=base, lam=search_lam_values, lam_ft=lam_ft_search,
-                   beta_scale=scales, n_mc=n_mc, seed=seed)
+search = run.calls("fig6_theory_search", sweep,
+                   [dict(beta=None, beta_scale=scales),
+                    dict(beta=1.0, assign=dict(beta_scale=np.nan))],
+                   params=base, lam=search_lam_values, lam_ft=lam_ft_search, n_mc=n_mc,
+                   seed=seed, progress=progress)
 search = search.assign(source="theory", panel="search")
 assert profile == "smoke" or search["converged"].all()
 recal = search[search["beta_scale"].notna()]
@@ -203,15 +199,11 @@ left[left["beta"] == 1.0][["lam", "beta_star", "test_error", "Q", "M"]]
 lam_ft_grid = [float(x) for x in np.geomspace(*lam_ft_range, n_lam_ft)]
 p_best = base.replace(lam=best_lam)
 right_scales = sorted({best_scale, float(paper_beta_scale)})  # ours (located) and the paper's
-right = run.table("fig6_theory_right",
-                  lambda: pd.concat([
-                      sweep(p_best, lam=[best_lam], lam_ft=lam_ft_grid, beta=None,
-                            beta_scale=right_scales, n_mc=n_mc, seed=seed, progress=progress),
-                      sweep(p_best, lam=[best_lam], lam_ft=lam_ft_grid, beta=1.0, n_mc=n_mc,
-                            seed=seed, progress=progress).assign(beta_scale=np.nan)],
-                      ignore_index=True),
-                  solver=sweep, base=p_best, lam_ft=lam_ft_grid, beta_scale=right_scales,
-                  n_mc=n_mc, seed=seed)
+right = run.calls("fig6_theory_right", sweep,
+                  [dict(beta=None, beta_scale=right_scales),
+                   dict(beta=1.0, assign=dict(beta_scale=np.nan))],
+                  params=p_best, lam=[best_lam], lam_ft=lam_ft_grid, n_mc=n_mc, seed=seed,
+                  progress=progress)
 right = right.assign(source="theory", panel="right")
 # at every profile, smoke (CI) included: the right panel's state evolutions converge
 assert right["converged"].all(), right.loc[~right["converged"], ["lam_ft", "beta_scale"]]

@@ -308,3 +308,29 @@ def test_solve_jobs_keys_the_table_by_its_own_arguments(tmp_path):
     jobs[1]["shift"] = 2.0
     run.solve_jobs("jobs", solver, jobs, seeds=[0, 1], scale=2.0)
     assert len(calls) == 8  # a job changed: the table is recomputed
+
+
+def test_calls_keys_a_solvers_frames_by_the_calls(tmp_path):
+    """``run.calls`` concatenates the frames of ``solver(**common, **call)`` (a call's own value
+    wins, its ``assign`` columns added), reuses the table for the same calls, recomputes it when
+    an argument changes, and keeps ``progress`` out of the key."""
+    from hdlora.theory import sweep
+
+    seen = []
+
+    def solver(params, *, lam, beta=1.0, progress=None):
+        seen.append((params.alpha, tuple(lam), beta))
+        return pd.DataFrame({"alpha": params.alpha, "lam": lam, "beta": beta})
+
+    solver.__module__ = sweep.__module__  # a library module to take the code version of
+    run = Run("test", out_dir=tmp_path, profile="smoke")
+    calls = [dict(params=Params(alpha=0.2)), dict(lam=[0.3], assign={"beta_scale": math.nan})]
+    df = run.calls("frames", solver, calls, params=Params(alpha=0.4), lam=[0.1, 0.2])
+    assert seen == [(0.2, (0.1, 0.2), 1.0), (0.4, (0.3,), 1.0)]
+    assert list(df["alpha"]) == [0.2, 0.2, 0.4] and list(df["lam"]) == [0.1, 0.2, 0.3]
+    assert df["beta_scale"].isna().all()
+    run.calls("frames", solver, calls, params=Params(alpha=0.4), lam=[0.1, 0.2], progress=True)
+    assert len(seen) == 2  # the same calls (progress aside): reused
+    calls[0]["beta"] = 2.0
+    run.calls("frames", solver, calls, params=Params(alpha=0.4), lam=[0.1, 0.2])
+    assert len(seen) == 4 and seen[2][2] == 2.0  # a call changed: recomputed

@@ -90,6 +90,14 @@ def test_beta_star_is_undefined_for_the_zero_predictor():
     assert math.isnan(recalibrated(p.replace(lam=2 * lam_c), zero, 1.0, method="exact").beta_star)
     assert math.isnan(finetune(p.replace(lam=2 * lam_c), zero, 1024, 0).beta_star)
     assert math.isnan(noise.beta_star(1e-17, 3e-17, 1.5))  # rounding level: undefined
+    from hdlora.theory import state_evolution, sweep
+
+    for solve in (
+        lambda: state_evolution(p.replace(lam=2 * lam_c), 1024, method="exact", beta=None),
+        lambda: sweep(p, lam=[2 * lam_c], beta=None, method="exact", n_mc=1024),
+    ):
+        with pytest.raises(ValueError, match="beta=None.*zero predictor"):
+            solve()
     near = pretrain(p.replace(lam=0.9 * lam_c), method="exact")
     assert near.Q > 0
 

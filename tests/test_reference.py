@@ -1,10 +1,10 @@
-"""The batched proximals against the per-sample scipy reference (hdlora.theory.reference)."""
+"""The batched proximals against the per-sample scipy reference (tests/reference.py)."""
 
 import numpy as np
+from reference import finetune_prox_per_sample, pretrain_prox_per_sample
 
 from hdlora.theory.prox import pretrain_prox
 from hdlora.theory.prox_finetune import finetune_prox
-from hdlora.theory.reference import finetune_prox_per_sample, pretrain_prox_per_sample
 from hdlora.theory.symmetric import multiplicity
 
 

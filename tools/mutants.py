@@ -305,8 +305,8 @@ MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- fine-tuning theory
     M(
         "theory/prox_finetune.py",
-        "dq_psi = np.trace(G, axis1=1, axis2=2)",
-        "dq_psi = -np.trace(G, axis1=1, axis2=2)",
+        "dq_psi=np.trace(G, axis1=1, axis2=2)",
+        "dq_psi=-np.trace(G, axis1=1, axis2=2)",
         "sign of ∂_qψ (72)",
         ("test_theory_finetune.py",),
     ),

@@ -10,7 +10,8 @@ Packages, by what they model:
   simulation-versus-theory agreement check.
 
 The problem record :class:`Params` and the one result record :class:`Observables` are shared by
-all; :mod:`hdlora.diagnostics` holds the warning categories.
+all; :mod:`hdlora.diagnostics` holds the warning categories and :mod:`hdlora.progress` the
+progress bars (the core's iterative solvers report through it, so it lives outside the harness).
 """
 
 from hdlora.observables import Observables

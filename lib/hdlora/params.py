@@ -167,8 +167,11 @@ class EffectivePretraining:
         return cls(Q0=Q, Q=Q, M=M)
 
     def delta_eff(self, Delta: float) -> float:
-        """Δ_eff = Δ/2 + Q0 − 2M + Q, eq. (25)."""
-        return Delta / 2 + self.Q0 - 2 * self.M + self.Q
+        """Δ_eff = Δ/2 + Q0 − 2M + Q, eq. (25): :func:`hdlora.theory.noise.delta_eff`, its one
+        definition (imported here, not at the top: the theory imports this module)."""
+        from hdlora.theory.noise import delta_eff
+
+        return delta_eff(Delta, self.Q0, self.Q, self.M)
 
     def recalibrated(self, beta: float) -> EffectivePretraining:
         """The frozen map Ŵ → √β Ŵ: Q → β²Q, M → βM (App. C, eq. 102); exact for fresh

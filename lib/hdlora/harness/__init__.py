@@ -1,5 +1,5 @@
 """The harness around the model, simulation and theory: run profiles
 (:mod:`~hdlora.harness.profiles`), output folders and atomic writes (:mod:`~hdlora.harness.io`),
-progress bars (:mod:`~hdlora.harness.progress`), cached tables over points
+cached tables over points
 (:mod:`~hdlora.harness.tables`) and the simulation-versus-theory agreement check
 (:mod:`~hdlora.harness.agreement`)."""

@@ -11,6 +11,9 @@ Each notebook starts with ``run = Run("02_pretraining_theory", out_dir, profile,
   ``data/`` is reused, so a papermill run that changes nothing physical recomputes nothing;
 * ``run.solve_jobs(name, solver, jobs, **common)``: the same over a list of jobs, each with its
   own point, seeds, grid and keyword arguments;
+* ``run.calls(name, solver, calls, **common)``: the frames a solver returns itself (a
+  :func:`hdlora.theory.sweep`), one per call, concatenated and cached under the key of exactly
+  these calls, so no notebook lists a solver's arguments twice;
 * ``run.table(name, compute, **key)``: the same cache for any other computation, keyed by
   ``key`` (name the code it runs in ``key``, e.g. ``code=code_version("hdlora.theory.bayes")``);
 * ``run.write(df, name)``, ``run.save(fig, name)``: atomic writes of a table / a figure.
@@ -114,6 +117,31 @@ class Run:
             return pd.concat(frames, ignore_index=True)
 
         return self.table(name, compute, solver=solver, jobs=jobs, common=common)
+
+    def calls(
+        self,
+        name: str,
+        solver: Callable[..., pd.DataFrame],
+        calls: Iterable[Mapping],
+        *,
+        progress: bool | None = None,
+        **common,
+    ) -> pd.DataFrame:
+        """``solver(**common, **call)`` for each mapping of ``calls`` (a call's own value wins;
+        its ``assign``: columns added to its frame), concatenated and cached as
+        ``data/<name>.csv`` under the key of exactly these arguments and of the solver's code
+        (``progress`` is not part of the key)."""
+        calls = [dict(call) for call in calls]
+
+        def compute():
+            frames = []
+            for call in calls:
+                args = {**common, **call}
+                assign = args.pop("assign", {})
+                frames.append(solver(**args, progress=progress).assign(**assign))
+            return pd.concat(frames, ignore_index=True)
+
+        return self.table(name, compute, solver=solver, calls=calls, common=common)
 
     def write(self, df: pd.DataFrame, name: str, **tolerance) -> None:
         """Write ``df`` as ``data/<name>.csv`` (atomic; a table equal up to ``tolerance``, the

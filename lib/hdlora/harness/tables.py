@@ -35,8 +35,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from hdlora.harness.io import write_bytes, write_table
-from hdlora.harness.progress import progress_enabled
 from hdlora.params import Params
+from hdlora.progress import progress_enabled
 
 PARAM_COLUMNS = list(Params().to_dict())
 
@@ -147,6 +147,8 @@ def _canonical(value, code: dict[str, str]):
         return f"{value.__module__}.{value.__qualname__}@{version}"
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     return value

@@ -46,13 +46,13 @@ from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.simulation.active import select_active
 from hdlora.simulation.lbfgs import FitResult
-from hdlora.simulation.measure import delta_eff_hat, errors, order_parameters
+from hdlora.simulation.measure import delta_eff_hat, errors, order_parameters, test_set_size
 from hdlora.simulation.starts import (
     STAGE_ID,
     assemble_starts,
     best_of_starts,
     check_n_init,
-    fit_finetune,
+    finetune_stage,
     fits_record,
     seeded_normal,
 )
@@ -98,10 +98,7 @@ class Experiment:
         self.centering = centering
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype
-        n_test = 10 * self.D if n_test is None else n_test
-        if isinstance(n_test, bool) or int(n_test) != n_test or n_test < 1:
-            raise ValueError(f"n_test must be an integer >= 1, got n_test={n_test!r}")
-        self.n_test = int(n_test)
+        self.n_test = test_set_size(n_test, self.D)
         #: how the fine-tuning set was chosen (:meth:`select_active` changes these)
         self.rho: float | None = None
         self.selection = "uniform"
@@ -208,48 +205,29 @@ class Experiment:
             progress=progress,
         )
 
-    def finetune(
-        self,
-        W_hat: torch.Tensor,
-        lam_ft: float | None = None,
-        *,
-        w0: torch.Tensor | None = None,
-        n_init: int | None = None,
-        teacher_start: bool = False,
-        spectral_start: bool = True,
-        gtol: float = 1e-6,
-        max_iter: int = 20000,
-        progress: bool | None = None,
-    ) -> FitResult:
+    def finetune(self, W_hat: torch.Tensor, lam_ft: float | None = None, **options) -> FitResult:
         """Minimise eq. (3) + λ'‖w‖² with Ŵ frozen; ``fit.x`` is ŵ (D,), signed so that m ≥ 0.
 
-        The starts of :func:`~hdlora.simulation.starts.fit_finetune` (None:
-        :data:`~hdlora.simulation.starts.DEFAULT_N_INIT` ["finetune"], the first non-warm one
-        the spectral start unless ``spectral_start=False``); the teacher start is w = w*;
-        ``fit.starts`` records the overlap o_w of each."""
+        ``options``: those of :func:`~hdlora.simulation.starts.fit_finetune` (``w0``,
+        ``n_init`` — None: :data:`~hdlora.simulation.starts.DEFAULT_N_INIT` ["finetune"], the
+        first non-warm start the spectral one unless ``spectral_start=False`` —,
+        ``teacher_start`` (w = w*), ``gtol``, ``max_iter``, ``progress``); ``fit.starts``
+        records the overlap o_w of each start."""
         params = self.params if lam_ft is None else self.params.replace(lam_ft=lam_ft)
-        check_n_init(n_init)
-        if math.isinf(params.lam_ft):
-            w = torch.zeros(self.D, device=self.device, dtype=self.dtype)
-            return FitResult(w, float("nan"), 0.0, 0, 0, True, "lam_ft = inf: w = 0", 0.0)
         ft = self.ft
         A_frozen = frozen_preactivation(ft.X, W_hat)
 
-        def objective(w):
-            return finetune_objective(w, A_frozen, W_hat, ft, params, self.centering)
+        def objective_at(lam_ft):
+            p = params.replace(lam_ft=lam_ft)
+            return lambda w: finetune_objective(w, A_frozen, W_hat, ft, p, self.centering)
 
-        return fit_finetune(
-            objective,
+        return finetune_stage(
+            objective_at,
+            params.lam_ft,
             self.teacher.w_star,
             self.seed,
             desc=f"finetune D={self.D}",
-            w0=w0,
-            n_init=n_init,
-            teacher_start=teacher_start,
-            spectral_start=spectral_start,
-            gtol=gtol,
-            max_iter=max_iter,
-            progress=progress,
+            **options,
         )
 
     # ------------------------------------------------------------------ active fine-tuning

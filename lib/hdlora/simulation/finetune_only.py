@@ -43,8 +43,8 @@ from hdlora.params import EffectivePretraining, Params
 from hdlora.simulation.active import active_order, check_rho
 from hdlora.simulation.experiment import default_device
 from hdlora.simulation.lbfgs import FitResult
-from hdlora.simulation.measure import delta_eff_hat, finetune_overlap
-from hdlora.simulation.starts import check_n_init, fit_finetune, fits_record
+from hdlora.simulation.measure import delta_eff_hat, finetune_overlap, test_set_size
+from hdlora.simulation.starts import finetune_stage, fits_record
 from hdlora.theory import noise
 
 #: independent random streams of one fine-tuning experiment
@@ -141,10 +141,7 @@ class FinetuneExperiment:
         self.rho = check_rho(rho)
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype
-        n_test = 10 * self.D if n_test is None else n_test
-        if isinstance(n_test, bool) or int(n_test) != n_test or n_test < 1:
-            raise ValueError(f"n_test must be an integer >= 1, got n_test={n_test!r}")
-        self.n_test = int(n_test)
+        self.n_test = test_set_size(n_test, self.D)
 
         # spawn_key (2,) keeps these streams apart from those of the two-stage Experiment
         g = stream_generators(self.seed, STREAMS, spawn_key=(2,))
@@ -197,44 +194,18 @@ class FinetuneExperiment:
         params = self.params if lam_ft is None else self.params.replace(lam_ft=lam_ft)
         return finetune_objective(w, self.z, self._W_zero, self.train, params)
 
-    def finetune(
-        self,
-        lam_ft: float | None = None,
-        *,
-        w0: torch.Tensor | None = None,
-        n_init: int | None = None,
-        teacher_start: bool = False,
-        spectral_start: bool = True,
-        gtol: float = 1e-6,
-        max_iter: int = 20000,
-        progress: bool | None = None,
-    ) -> FitResult:
+    def finetune(self, lam_ft: float | None = None, **options) -> FitResult:
         """Minimise eq. (3) + λ'‖w‖² from several starts, as
-        :meth:`hdlora.simulation.Experiment.finetune`: ``n_init`` starts (default
-        :data:`~hdlora.simulation.starts.DEFAULT_N_INIT` ["finetune"]: a warm start ``w0``,
-        then the spectral start unless ``spectral_start=False``, then random ones), plus w = w*
-        with ``teacher_start``; ŵ signed so that m ≥ 0."""
-        params = self.params if lam_ft is None else self.params.replace(lam_ft=lam_ft)
-        check_n_init(n_init)
-        if math.isinf(params.lam_ft):
-            w = torch.zeros(self.D, device=self.device, dtype=self.dtype)
-            return FitResult(w, float("nan"), 0.0, 0, 0, True, "lam_ft = inf: w = 0", 0.0)
-
-        def objective(w):
-            return self.objective(w, params.lam_ft)
-
-        return fit_finetune(
-            objective,
+        :meth:`hdlora.simulation.Experiment.finetune` (the same ``options``, the same stage
+        :func:`~hdlora.simulation.starts.finetune_stage`); ŵ signed so that m ≥ 0."""
+        lam_ft = self.params.lam_ft if lam_ft is None else lam_ft
+        return finetune_stage(
+            lambda lam: lambda w: self.objective(w, lam),
+            lam_ft,
             self.w_star,
             self.seed,
             desc=f"finetune-only D={self.D}",
-            w0=w0,
-            n_init=n_init,
-            teacher_start=teacher_start,
-            spectral_start=spectral_start,
-            gtol=gtol,
-            max_iter=max_iter,
-            progress=progress,
+            **options,
         )
 
     @property

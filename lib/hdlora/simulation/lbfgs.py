@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hdlora.diagnostics import ConvergenceWarning, warn
-from hdlora.harness.progress import ConvergenceBar
+from hdlora.progress import ConvergenceBar
 
 #: stop when the objective has not decreased by more than STALL_RTOL (relative) over this many
 #: chunks: L-BFGS is then at the floating-point floor and more iterations cannot reach gtol

@@ -22,6 +22,15 @@ from hdlora.model.losses import (
 )
 
 
+def test_set_size(n_test: int | None, D: int) -> int:
+    """The number of fresh test sequences the errors are measured on: ``n_test``, 10 D when
+    None; a ValueError names it unless it is an integer ≥ 1."""
+    n_test = 10 * D if n_test is None else n_test
+    if isinstance(n_test, bool) or int(n_test) != n_test or n_test < 1:
+        raise ValueError(f"n_test must be an integer >= 1, got n_test={n_test!r}")
+    return int(n_test)
+
+
 def finetune_overlap(w: torch.Tensor, w_star: torch.Tensor) -> float:
     """o_w = |wᵀw*| / (‖w‖ ‖w*‖), 0 for w = 0."""
     norm = float(w.norm()) * float(w_star.norm())

@@ -15,7 +15,7 @@ when its objective is the lowest. Every record lists each start (objective, over
 warns (:class:`~hdlora.diagnostics.StartsDisagreeWarning`) when a start's overlap differs from
 the kept one's by more than :data:`OVERLAP_DISAGREE`.
 
-:func:`fit_finetune` is the one fine-tuning stage of both simulators
+:func:`finetune_stage` is the one fine-tuning stage of both simulators
 (:class:`~hdlora.simulation.experiment.Experiment` and
 :class:`~hdlora.simulation.finetune_only.FinetuneExperiment`): they differ only in the
 objective they pass.
@@ -328,6 +328,34 @@ def fit_finetune(
     if float(fit.x @ w_star) < 0:
         fit.x = -fit.x
     return fit
+
+
+def finetune_stage(
+    objective_at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]],
+    lam_ft: float,
+    w_star: torch.Tensor,
+    seed: int,
+    *,
+    desc: str,
+    **options,
+) -> FitResult:
+    """The fine-tuning stage of both simulators at λ' = ``lam_ft``: ŵ = 0 (the frozen model, no
+    fit) at λ' = ∞, else :func:`fit_finetune` of the objective ``objective_at(lam_ft)`` (a
+    function of w (D,)). ``options``: the keyword options of :func:`fit_finetune` (``w0``,
+    ``n_init``, ``teacher_start``, ``spectral_start``, ``gtol``, ``max_iter``, ``progress``)."""
+    check_n_init(options.get("n_init"))
+    if math.isinf(lam_ft):
+        return FitResult(
+            x=torch.zeros_like(w_star),
+            objective=math.nan,
+            grad_max=0.0,
+            n_iter=0,
+            n_evals=0,
+            converged=True,
+            message="lam_ft = inf: w = 0",
+            wall_time=0.0,
+        )
+    return fit_finetune(objective_at(lam_ft), w_star, seed, desc=desc, **options)
 
 
 def fits_record(fits: dict[str, FitResult]) -> dict:

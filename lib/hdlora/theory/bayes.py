@@ -49,9 +49,8 @@ from scipy.optimize import brentq
 
 from hdlora.observables import Observables
 from hdlora.params import Params
-from hdlora.theory import spectral
+from hdlora.theory import rowops, spectral
 from hdlora.theory.laws import Q0_TEACHER_W, PretrainSamples, channel_fields, pretrain_errors
-from hdlora.theory.rowops import sigma as activation_fn
 from hdlora.theory.symmetric import n_entries, to_matrix
 
 
@@ -232,7 +231,7 @@ def finetune(
     cs, cz = rng.standard_normal((2, int(n_mc), T))
     c = q * cs + math.sqrt(max(q - q * q, 0.0)) * cz
     eye = np.eye(T)
-    sigma = activation_fn(params.activation)
+    sigma = rowops.sigma(params.activation)
     student = sigma(to_matrix(z, T) + c[:, :, None] * c[:, None, :] - Q0_W * eye)
     target = sigma(to_matrix(z_star, T) + cs[:, :, None] * cs[:, None, :] - Q0_W * eye)
     e = ((student - target) ** 2).sum(axis=(1, 2))

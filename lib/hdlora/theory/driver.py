@@ -50,6 +50,21 @@ class Terminal(Exception):
     predictor of the pre-training above λ_c): the stage returns that point instead."""
 
 
+class ProxEvaluation:
+    """What the driver reads of an output-channel evaluation held in ``self.prox`` (a proximal
+    record with ``point`` and ``objective``): the base of both stages' channel records."""
+
+    @property
+    def point(self) -> np.ndarray:
+        """The proximal maximisers (n, ...): the warm start of the next evaluation."""
+        return self.prox.point
+
+    @property
+    def objective(self) -> np.ndarray:
+        """F = −Ψ (eq. 42) or −ψ (eq. 63) at the maximisers (n,)."""
+        return self.prox.objective
+
+
 class Evaluation(Protocol):
     """One output-channel evaluation: ``per_sample`` (n, k) summands of the conjugates,
     ``point`` (n, ...) the proximal maximisers (the warm start of the next evaluation),

@@ -62,22 +62,13 @@ SELECT_MARGIN = 10.0
 
 
 @dataclass
-class FinetuneChannel:
+class FinetuneChannel(driver.ProxEvaluation):
     """One evaluation of the output channel (70)–(72): ``per_sample`` (n, 3) summands of
-    (m̂, q̂, v̂) and the proximal record ``prox`` (:func:`finetune_prox`)."""
+    (m̂, q̂, v̂) and the proximal record ``prox`` (:func:`finetune_prox`); ``point`` and
+    ``objective`` are its χ (n, T) and F = −ψ (eq. 63)."""
 
     per_sample: np.ndarray
     prox: FinetuneProxResult
-
-    @property
-    def point(self) -> np.ndarray:
-        """The proximal maximisers χ (n, T): the warm start of the next evaluation."""
-        return self.prox.chi
-
-    @property
-    def objective(self) -> np.ndarray:
-        """F = −ψ (eq. 63) at the maximisers (n,)."""
-        return self.prox.objective
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdlora.diagnostics import ConvergenceWarning, warn
-from hdlora.harness.progress import ConvergenceBar
+from hdlora.progress import ConvergenceBar
 
 
 class OutOfDomain(ValueError):

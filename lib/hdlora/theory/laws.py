@@ -30,8 +30,8 @@ import numpy as np
 from scipy.stats import norm, qmc
 
 from hdlora.params import Params
+from hdlora.theory import rowops
 from hdlora.theory.prox import pretrain_prox
-from hdlora.theory.rowops import sigma as activation_fn
 from hdlora.theory.symmetric import multiplicity, n_entries, to_matrix
 
 #: q0 = D⁻¹‖w*‖² → 1 (eq. 9)
@@ -197,7 +197,7 @@ def mean_se(x: np.ndarray, blocks: int = 1) -> tuple[float, float]:
 def pretrain_errors(z_star, z, params: Params, blocks: int = 1) -> tuple[float, float]:
     """Per-sample ‖σ(z) − σ(z*)‖²_F for entries (n, L) of z*, z: mean and standard error
     (eq. 55 with z = z̃ under 𝒬; the train error with z = Prox under ℛ)."""
-    sigma = activation_fn(params.activation)
+    sigma = rowops.sigma(params.activation)
     T = params.T
     e = ((sigma(to_matrix(z, T)) - sigma(to_matrix(z_star, T))) ** 2).sum(axis=(-1, -2))
     return mean_se(e, blocks)
@@ -211,7 +211,7 @@ def finetune_errors(
     ``beta``: the frozen map is recalibrated, Ŵ → √β Ŵ (eq. 26), so its fresh-sample field is
     β z̃; the training fields ``z_tr`` are passed already scaled. Returns ((ℰ', se), (ℒ', se),
     (ℰ'', se))."""
-    sigma = activation_fn(params.activation)
+    sigma = rowops.sigma(params.activation)
     T = params.T
     eye = np.eye(T)
     q0 = Q0_TEACHER_W
@@ -251,7 +251,7 @@ def active_selection(
     nb = n // blocks
     n_cand = math.ceil(nb / rho)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, 9]))
-    sigma = activation_fn(activation)
+    sigma = rowops.sigma(activation)
     s0 = sigma(np.zeros((1, T, T)))
     gs, zs = [], []
     for _ in range(blocks):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hdlora.diagnostics import ProximalWarning, warn
 from hdlora.theory.rowops import absmax_last, sum_last
 
 # objective(x, rows, need_hess) -> (F (m,), ∇F (m, k), ∇²F (m, k, k) or None) for the samples
@@ -107,3 +108,49 @@ def best_of(results: list[BatchMinimum], residual_scale: float, tol: float):
     Hb = np.stack([r.H for r in results])[best, cols]
     differ = (absmax_last(xs - xb[None]) > 1e-6) & (res <= tol)
     return xb, fs[best, cols], Hb, res[best, cols], int(differ.any(axis=0).sum())
+
+
+@dataclass
+class StartsMinimum:
+    """The best of several starts per sample (:func:`minimize_starts`): ``x`` (n, k), ``f``
+    (n,), ``H`` (n, k, k), ``residual`` (n,), ``n_failed`` samples above tol, ``n_disagree``
+    samples whose converged starts differ, ``n_iter`` (max over starts)."""
+
+    x: np.ndarray
+    f: np.ndarray
+    H: np.ndarray
+    residual: np.ndarray
+    n_failed: int
+    n_disagree: int
+    n_iter: int
+
+
+def minimize_starts(
+    inits: list[np.ndarray],
+    objective: Objective,
+    residual_scale: float,
+    tol: float,
+    max_iter: int,
+    label: str,
+) -> StartsMinimum:
+    """Minimise from each start of ``inits`` to max|∇F| · ``residual_scale`` ≤ ``tol``, keep
+    the best per sample (:func:`best_of`), and warn (:class:`~hdlora.diagnostics.ProximalWarning`,
+    naming the ``label``) when samples stay above ``tol``: the one way both proximals end."""
+    runs = [minimize_batch(x0, objective, tol / residual_scale, max_iter) for x0 in inits]
+    x, f, H, res, n_disagree = best_of(runs, residual_scale, tol)
+    n_failed = int((res > tol).sum())
+    if n_failed:
+        warn(
+            ProximalWarning,
+            f"{label} proximal: {n_failed} of {len(res)} samples above tol={tol:.0e} "
+            f"(max residual {res.max():.2e})",
+        )
+    return StartsMinimum(
+        x=x,
+        f=f,
+        H=H,
+        residual=res,
+        n_failed=n_failed,
+        n_disagree=n_disagree,
+        n_iter=max(r.n_iter for r in runs),
+    )

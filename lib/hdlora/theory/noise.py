@@ -40,6 +40,18 @@ def beta_star(Q, M, Q0=1.0):
     return float(out) if out.ndim == 0 else out
 
 
+def required_beta_star(Q, M, Q0, where: str) -> float:
+    """β* = M/Q (eq. 26) where ``beta=None`` asks for it: a ValueError naming ``where`` (the
+    pre-training it belongs to) when it is undefined, at the zero predictor."""
+    b = beta_star(Q, M, Q0)
+    if np.isnan(b):
+        raise ValueError(
+            f"beta=None: β* = M/Q is undefined, the pre-training {where} is the zero predictor "
+            f"(Q = {Q:.3g}); search lam below lambda_c"
+        )
+    return b
+
+
 def delta_eff_recalibrated(Delta, Q0, Q, M, beta=None):
     """Δ_eff(β) = Δ/2 + Q0 + β²Q − 2βM, eq. (102); β = β* = M/Q (eq. 103) when None."""
     if beta is None:

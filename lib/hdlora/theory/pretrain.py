@@ -40,8 +40,9 @@ from hdlora.theory.symmetric import multiplicity
 
 
 @dataclass
-class OutputChannel:
-    """Everything the output channel computes at one (Q, M, V)."""
+class OutputChannel(driver.ProxEvaluation):
+    """Everything the output channel computes at one (Q, M, V); ``point`` and ``objective``
+    are the proximal's h (n, L) and F = −Ψ (eq. 42)."""
 
     M_hat: float
     Q_hat: float
@@ -50,16 +51,6 @@ class OutputChannel:
     z_tilde: np.ndarray
     prox: object  # hdlora.theory.prox.ProxResult
     per_sample: np.ndarray | None = None  # (n, 3): the summands of M̂, Q̂, V̂
-
-    @property
-    def point(self) -> np.ndarray:
-        """The proximal maximisers h (n, L): the warm start of the next evaluation."""
-        return self.prox.h
-
-    @property
-    def objective(self) -> np.ndarray:
-        """F = −Ψ (eq. 42) at the maximisers (n,)."""
-        return self.prox.objective
 
 
 def output_channel(
@@ -352,29 +343,16 @@ def _record(stage: PretrainStage, sol: driver.Solution, method, t0, *, n_mc, see
         warn(ConvergenceWarning, f"pretrain at {params}: {message}")
     if oc.prox.n_failed:
         message += f"; {oc.prox.n_failed} proximal samples above tolerance"
-    return Observables(
-        params=params,
-        source="theory",
-        test_error=E,
-        train_error=L,
-        train_error_se=L_se,
-        Q0=params.Q0,
-        Q=Q,
-        M=M,
-        V=V,
-        **se,
-        Q_hat=oc.Q_hat,
-        M_hat=oc.M_hat,
-        V_hat=oc.V_hat,
-        converged=converged,
-        n_iter=sol.n_iter,
-        residual=fp.residual,
-        message=message,
-        replicon=rep.value,
-        replicon_stable=rep.stable,
-        n_mc=int(n_mc),
-        seed=int(seed),
-        wall_time=time.perf_counter() - t0,
+    return fixed_point_record(
+        params,
+        sol.x,
+        (oc.M_hat, oc.Q_hat, oc.V_hat),
+        rep,
+        errors=dict(test_error=E, train_error=L, train_error_se=L_se, **se),
+        status=dict(converged=converged, n_iter=sol.n_iter, residual=fp.residual, message=message),
+        t0=t0,
+        n_mc=n_mc,
+        seed=seed,
         info={
             "prox_failed": oc.prox.n_failed,
             "prox_disagree": oc.prox.n_disagree,
@@ -386,6 +364,36 @@ def _record(stage: PretrainStage, sol: driver.Solution, method, t0, *, n_mc, see
             **precision_info,
             **info,
         },
+    )
+
+
+def fixed_point_record(
+    params: Params, x, conjugates, rep, *, errors: dict, status: dict, t0, n_mc, seed, info
+) -> Observables:
+    """The record of a pre-training fixed point with Ŵ ≠ 0, for both paths (sampled, and the
+    closed form of :mod:`hdlora.theory.pretrain_linear`): x = (Q, M, V), the conjugates
+    (M̂, Q̂, V̂), the replicon ``rep`` (75), ``errors`` (ℰ, ℒ and their standard errors),
+    ``status`` (converged, n_iter, residual, message) and ``info``."""
+    Q, M, V = x
+    M_hat, Q_hat, V_hat = conjugates
+    return Observables(
+        params=params,
+        source="theory",
+        Q0=params.Q0,
+        Q=Q,
+        M=M,
+        V=V,
+        Q_hat=Q_hat,
+        M_hat=M_hat,
+        V_hat=V_hat,
+        **errors,
+        **status,
+        replicon=rep.value,
+        replicon_stable=rep.stable,
+        n_mc=int(n_mc),
+        seed=int(seed),
+        wall_time=time.perf_counter() - t0,
+        info=info,
     )
 
 

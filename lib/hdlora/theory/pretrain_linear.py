@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 
-from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.theory import spectral
 from hdlora.theory.fixed_point import solve
-from hdlora.theory.pretrain import _replicon, _zero_record, input_channel
+from hdlora.theory.pretrain import _replicon, _zero_record, fixed_point_record, input_channel
 from hdlora.theory.symmetric import multiplicity, n_entries
 
 
@@ -104,29 +103,20 @@ def pretrain_exact_linear(params, n_mc, seed, tol, max_iter, x0, damping, progre
     k2 = 2.0 - (s == 2)
     hess = np.diag(2 * k2 / T**2 + 1.0 / (V * s))[None]  # −∇²Ψ, the same for every sample
     rep = _replicon(params, V, M_hat, Q_hat, V_hat, hess)
-    exact = dict(test_error_se=0.0, train_error_se=0.0, Q_se=0.0, M_se=0.0)
-    return Observables(
-        params=params,
-        source="theory",
-        Q0=Q0,
-        n_mc=int(n_mc),
-        seed=int(seed),
-        test_error=E,
-        train_error=L,
-        Q=Q,
-        M=M,
-        V=V,
-        **exact,
-        Q_hat=Q_hat,
-        M_hat=M_hat,
-        V_hat=V_hat,
-        converged=fp.converged,
-        n_iter=fp.n_iter,
-        residual=fp.residual,
-        message=fp.message,
-        replicon=rep.value,
-        replicon_stable=rep.stable,
-        wall_time=time.perf_counter() - t0,
+    return fixed_point_record(
+        params,
+        (Q, M, V),
+        (M_hat, Q_hat, V_hat),
+        rep,
+        errors=dict(
+            test_error=E, train_error=L, test_error_se=0.0, train_error_se=0.0, Q_se=0.0, M_se=0.0
+        ),
+        status=dict(
+            converged=fp.converged, n_iter=fp.n_iter, residual=fp.residual, message=fp.message
+        ),
+        t0=t0,
+        n_mc=n_mc,
+        seed=seed,
         info={
             "lambda_c": lam_c,
             "method": "exact",

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.diagnostics import ProximalWarning, warn
-from hdlora.theory.newton import best_of, minimize_batch
+from hdlora.theory.newton import minimize_starts
 from hdlora.theory.rowops import softmax_last, sum_last
 from hdlora.theory.symmetric import embedding, multiplicity, to_matrix
 
@@ -48,6 +47,11 @@ class ProxResult:
     n_failed: int
     n_disagree: int
     n_iter: int
+
+    @property
+    def point(self) -> np.ndarray:
+        """The maximisers h (n, L)."""
+        return self.h
 
 
 def softmax_row_terms(Z: np.ndarray, Y: np.ndarray, need_hess: bool = True):
@@ -166,13 +170,13 @@ def pretrain_prox(
     inits = [warm] if warm is not None else []
     inits += [{"z_tilde": z_tilde, "z_star": z_star}[name] for name in starts]
     scale = min(1.0, V)  # stationarity residual max|∇F| · min(1, V): see the module docstring
-    runs = [minimize_batch(x0, objective, tol / scale, max_iter) for x0 in inits]
-    h, f, H, res, n_disagree = best_of(runs, scale, tol)
-    n_failed = int((res > tol).sum())
-    if n_failed:
-        warn(
-            ProximalWarning,
-            f"pre-training proximal: {n_failed} of {n} samples above tol={tol:.0e} "
-            f"(max residual {res.max():.2e})",
-        )
-    return ProxResult(h, H, f, res, n_failed, n_disagree, max(r.n_iter for r in runs))
+    best = minimize_starts(inits, objective, scale, tol, max_iter, "pre-training")
+    return ProxResult(
+        h=best.x,
+        hessian=best.H,
+        objective=best.f,
+        grad_max=best.residual,
+        n_failed=best.n_failed,
+        n_disagree=best.n_disagree,
+        n_iter=best.n_iter,
+    )

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.diagnostics import ProximalWarning, warn
-from hdlora.theory.newton import best_of, minimize_batch
+from hdlora.theory import rowops
+from hdlora.theory.newton import minimize_starts
 from hdlora.theory.prox import softmax_row_terms
-from hdlora.theory.rowops import sigma as sigma_of
 
 
 @dataclass
@@ -43,6 +42,11 @@ class FinetuneProxResult:
     n_failed: int
     n_disagree: int
     n_iter: int
+
+    @property
+    def point(self) -> np.ndarray:
+        """The maximisers χ (n, T)."""
+        return self.chi
 
 
 def _row_terms(Z: np.ndarray, Y: np.ndarray, activation: str, need_hess: bool):
@@ -110,7 +114,7 @@ def finetune_prox(
         raise ValueError(f"v must be > 0, got v={v!r}")
     n, T = chi_star.shape
     eye = np.eye(T)
-    Y = sigma_of(activation)(z_star + chi_star[:, :, None] * chi_star[:, None, :] - q0 * eye)
+    Y = rowops.sigma(activation)(z_star + chi_star[:, :, None] * chi_star[:, None, :] - q0 * eye)
     Z_base = z - q * eye
 
     def objective(chi, rows, need_hess):
@@ -126,18 +130,16 @@ def finetune_prox(
     if both_signs or warm is None:
         inits += [chi_tilde, -chi_tilde]
     scale = min(1.0, v)
-    runs = [minimize_batch(x0, objective, tol / scale, max_iter) for x0 in inits]
-    chi, f, H, res, n_disagree = best_of(runs, scale, tol)
-    _, _, _, G = loss_terms(chi, Z_base, Y, activation, need_hess=False)
-    trace_C = np.trace(np.linalg.inv(H), axis1=1, axis2=2)
-    dq_psi = np.trace(G, axis1=1, axis2=2)
-    n_failed = int((res > tol).sum())
-    if n_failed:
-        warn(
-            ProximalWarning,
-            f"fine-tuning proximal: {n_failed} of {n} samples above tol={tol:.0e} "
-            f"(max residual {res.max():.2e})",
-        )
+    best = minimize_starts(inits, objective, scale, tol, max_iter, "fine-tuning")
+    _, _, _, G = loss_terms(best.x, Z_base, Y, activation, need_hess=False)
     return FinetuneProxResult(
-        chi, H, trace_C, dq_psi, f, res, n_failed, n_disagree, max(r.n_iter for r in runs)
+        chi=best.x,
+        hessian=best.H,
+        trace_C=np.trace(np.linalg.inv(best.H), axis1=1, axis2=2),
+        dq_psi=np.trace(G, axis1=1, axis2=2),
+        objective=best.f,
+        residual=best.residual,
+        n_failed=best.n_failed,
+        n_disagree=best.n_disagree,
+        n_iter=best.n_iter,
     )

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from hdlora.harness.progress import progress_enabled
 from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
+from hdlora.progress import progress_enabled
 from hdlora.theory import noise
 from hdlora.theory.finetune import finetune
 from hdlora.theory.pretrain import pretrain
@@ -149,12 +149,7 @@ def _recalibrations(p_pre: Params, pre, beta, scales, n_mc, seed, method):
     ℰ(β), ℒ(β) of every β = β0 · scale ≠ 1 from one draw and one proximal."""
     b0 = beta
     if b0 is None:
-        b0 = noise.beta_star(pre.Q, pre.M, pre.Q0)
-        if math.isnan(b0):
-            raise ValueError(
-                f"beta=None: β* = M/Q is undefined, the pre-training at {p_pre} is the "
-                f"zero predictor (Q = {pre.Q:.3g}); search lam below lambda_c"
-            )
+        b0 = noise.required_beta_star(pre.Q, pre.M, pre.Q0, f"at {p_pre}")
     pre_rows = {scale: pre for scale in scales}
     todo = [scale for scale in scales if b0 * scale != 1.0]
     if isinstance(pre, Observables) and todo:

@@ -3,7 +3,6 @@ state evolution (Result 5) on its fixed point, as one :class:`hdlora.Observables
 
 from __future__ import annotations
 
-import math
 import time
 
 from hdlora.observables import Observables
@@ -57,12 +56,7 @@ def state_evolution(
     t0 = time.perf_counter()
     pre = pretrain(params, n_mc, seed, tol=tol, progress=progress, method=method)
     if beta is None:
-        beta = noise.beta_star(pre.Q, pre.M, pre.Q0)
-        if math.isnan(beta):
-            raise ValueError(
-                f"beta=None: β* = M/Q is undefined, the pre-training is the zero predictor "
-                f"(Q = {pre.Q:.3g})"
-            )
+        beta = noise.required_beta_star(pre.Q, pre.M, pre.Q0, f"at {params}")
     ft_method = "rqmc" if method == "exact" else method
     ft = finetune(
         params, pre, n_mc, seed, tol=tol, progress=progress, method=ft_method, beta=beta, rho=rho

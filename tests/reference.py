@@ -4,7 +4,8 @@ are numerically extremized for each sample").
 
 They are slow by design: the benchmarks time them beside the batched solvers of
 :mod:`hdlora.theory.prox` and :mod:`hdlora.theory.prox_finetune`, and the tests use them as an
-independent check. BFGS with the analytic gradient, from the same starts as the batched solvers.
+independent check; being an oracle, not part of the theory, they live with the tests.
+BFGS with the analytic gradient, from the same starts as the batched solvers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from hdlora.model.activations import activation as sigma_of
+from hdlora.model import activations
 from hdlora.theory.prox import loss_terms as pretrain_loss_terms
 from hdlora.theory.prox_finetune import loss_terms as finetune_loss_terms
 from hdlora.theory.symmetric import multiplicity
@@ -47,7 +48,8 @@ def finetune_prox_per_sample(
     returns χ (n, T)."""
     T = chi_star.shape[1]
     eye = np.eye(T)
-    Y = sigma_of(activation)(z_star + chi_star[:, :, None] * chi_star[:, None, :] - q0 * eye)
+    sigma = activations.activation(activation)
+    Y = sigma(z_star + chi_star[:, :, None] * chi_star[:, None, :] - q0 * eye)
     Zb = z - q * eye
     out = np.empty_like(chi_tilde)
     for i in range(len(chi_tilde)):
