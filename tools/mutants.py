@@ -776,6 +776,49 @@ MUTANTS: list[Mutant] = [
         "a record's n_iter counts the last stage only",
         ("test_simulate.py",),
     ),
+    # ---------------------------------------------------------------- one definition each
+    M(
+        "simulation/experiment.py",
+        "            p = params.replace(lam_ft=lam_ft)\n",
+        "            p = self.params\n",
+        "the fine-tuning stage fits at the experiment's λ' instead of the one asked for",
+        ("test_simulate.py",),
+    ),
+    M(
+        "theory/newton.py",
+        "    n_failed = int((res > tol).sum())\n",
+        "    n_failed = 0\n",
+        "a proximal's samples above tolerance neither counted nor warned about",
+        ("test_prox.py",),
+    ),
+    M(
+        "theory/noise.py",
+        "    if np.isnan(b):\n",
+        "    if b is None:\n",
+        "beta=None at the zero predictor passes an undefined β* on as NaN",
+        ("test_noise.py",),
+    ),
+    M(
+        "simulation/measure.py",
+        "    n_test = 10 * D if n_test is None else n_test\n",
+        "    n_test = D if n_test is None else n_test\n",
+        "the default test set of D sequences instead of 10 D (App. D)",
+        ("test_simulate.py", "test_simulate_finetune.py"),
+    ),
+    M(
+        "harness/run.py",
+        "                args = {**common, **call}\n",
+        "                args = {**call, **common}\n",
+        "run.calls: the common arguments override a call's own",
+        ("test_harness.py",),
+    ),
+    M(
+        "theory/pretrain.py",
+        "        Q_hat=Q_hat,\n        M_hat=M_hat,\n",
+        "        Q_hat=M_hat,\n        M_hat=Q_hat,\n",
+        "the pre-training record with M̂ and Q̂ swapped",
+        ("test_theory_pretrain.py", "test_stationarity.py"),
+    ),
     # ---------------------------------------------------------------- equivalent by design
     M(
         "theory/newton.py",
