@@ -76,16 +76,18 @@ def test_the_sphere_teacher_agrees_with_the_theory(frozen_runs, theory_frozen_er
 def test_the_iid_teacher_reproduces_the_bias_and_its_dependence_on_q0(
     frozen_runs, theory_frozen_error
 ):
-    """The same seeds with the i.i.d. teacher: q0 below 1 on average, E' below the theory by
-    more than 2 standard errors, and E' rising with q0 (a least-squares slope more than 3 of
-    its standard errors above 0) whose line through q0 = 1 meets the theory."""
+    """The same seeds with the i.i.d. teacher: q0 below 1 on average and E' below the theory by
+    more than 2 standard errors. Paired with the sphere run of the same seed (the same data and
+    noise streams: the two differ only by the teacher's norms), the difference of E' rises
+    with q0 (a least-squares slope more than 3 of its standard errors above 0) and vanishes at
+    q0 = 1 (the intercept within 3 standard errors of 0)."""
     q0, E = frozen_runs["gaussian"]
     mean, se = _mean_se(E)
     assert q0.mean() < 0.9
     assert mean < theory_frozen_error - 2 * se, (mean, se, theory_frozen_error)
+    diff = E - frozen_runs["sphere"][1]
     X = np.column_stack([np.ones_like(q0), q0 - 1.0])
-    coef, res, *_ = np.linalg.lstsq(X, E, rcond=None)
-    sigma2 = float(res[0]) / (len(E) - 2)
-    cov = sigma2 * np.linalg.inv(X.T @ X)
+    coef, res, *_ = np.linalg.lstsq(X, diff, rcond=None)
+    cov = float(res[0]) / (len(diff) - 2) * np.linalg.inv(X.T @ X)
     assert coef[1] > 3 * math.sqrt(cov[1, 1]), (coef, cov)
-    assert abs(coef[0] - theory_frozen_error) <= 2 * math.sqrt(cov[0, 0]), (coef, cov)
+    assert abs(coef[0]) <= 3 * math.sqrt(cov[0, 0]), (coef, cov)
