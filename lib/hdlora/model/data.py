@@ -2,7 +2,10 @@ r"""The teacher and the synthetic data model of eq. (6) (paper §2), in torch.
 
 Shapes: D the token dimension, T the number of tokens, n the number of sequences.
 
-* Teacher: W* ∈ R^{D×P0} and w* ∈ R^D with i.i.d. N(0, 1) entries, S* = P0^{-1/2} W* W*ᵀ.
+* Teacher: W* ∈ R^{D×P0} and w* ∈ R^D with i.i.d. N(0, 1) entries, S* = P0^{-1/2} W* W*ᵀ
+  (``teacher="gaussian"``, the paper's prior), or that draw rescaled onto the sphere of its
+  D → ∞ limit, ‖w*‖² = D and D⁻² Tr S*² = 1 + κ0 (``teacher="sphere"``): see
+  :func:`draw_teacher`.
 * Sequences: X ∈ R^{n×T×D} with i.i.d. N(0, 1) entries.
 * Noise: symmetric ξ ∈ S(T) with ξ_ab ~ N(0, Δ/(2 − δ_ab)) for a ≤ b.
 * Pre-training target pre-activation, eq. (10):
@@ -32,6 +35,8 @@ from hdlora.params import Params
 
 Centering = Literal["population", "empirical"]
 CENTERINGS = ("population", "empirical")
+TeacherPrior = Literal["gaussian", "sphere"]
+TEACHERS = ("gaussian", "sphere")
 
 #: Independent random streams of one experiment (one seed → the same numbers everywhere).
 STREAMS = ("teacher", "pretrain", "finetune", "test_pretrain", "test_finetune")
@@ -56,6 +61,16 @@ def stream_generators(seed: int, streams: tuple[str, ...], spawn_key=()) -> dict
 def generators(seed: int) -> dict[str, torch.Generator]:
     """One CPU torch generator per stream of :data:`STREAMS`, all derived from ``seed``."""
     return stream_generators(seed, STREAMS)
+
+
+def check_teacher(teacher: str) -> None:
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {TEACHERS}, got teacher={teacher!r}")
+
+
+def on_sphere(w_star: torch.Tensor) -> torch.Tensor:
+    """w* rescaled to q0 = D⁻¹‖w*‖² = 1 (eq. 9), the value the theory takes."""
+    return w_star * (w_star.shape[0] / (w_star @ w_star)) ** 0.5
 
 
 def check_centering(centering: str) -> None:
@@ -126,11 +141,24 @@ class SequenceSet:
         return self.target @ self.X
 
 
-def draw_teacher(D: int, params: Params, generator: torch.Generator) -> Teacher:
-    """W* ∈ R^{D×P0}, w* ∈ R^D with i.i.d. N(0,1) entries (eq. 6)."""
+def draw_teacher(
+    D: int, params: Params, generator: torch.Generator, teacher: TeacherPrior = "gaussian"
+) -> Teacher:
+    r"""W* ∈ R^{D×P0}, w* ∈ R^D with i.i.d. N(0,1) entries (eq. 6).
+
+    ``teacher="sphere"`` rescales that draw so that its norms are those of the D → ∞ limit
+    the theory describes (text after eq. 9): q0 = D⁻¹‖w*‖² = 1 and Q0 = D⁻² Tr S*² = 1 + κ0
+    (W* → c W*, Q0 → c⁴ Q0). Under the i.i.d. prior q0 has standard deviation √(2/D) (0.14 at
+    D = 100), and the fine-tuning errors move with it: a shared draw biases every run of a
+    comparison alike, which no number of runs at one seed set can show."""
+    check_teacher(teacher)
     sizes = params.sizes(D)
     W_star = torch.randn(D, sizes.P0, generator=generator, dtype=torch.float64)
     w_star = torch.randn(D, generator=generator, dtype=torch.float64)
+    if teacher == "sphere":
+        Q0 = float((W_star.T @ W_star).square().sum()) / (sizes.P0 * D**2)
+        W_star = W_star * (params.Q0 / Q0) ** 0.25
+        w_star = on_sphere(w_star)
     return Teacher(W_star, w_star)
 
 

@@ -30,6 +30,7 @@ import torch
 from hdlora.model.data import (
     Centering,
     SequenceSet,
+    TeacherPrior,
     check_centering,
     draw_teacher,
     finetune_set,
@@ -73,6 +74,9 @@ class Experiment:
     D : token dimension (P0 = κ0 D, P = κ D, N = α D², N' = α' D, rounded).
     seed : one seed for the teacher, every set and every random initialisation.
     n_test : number of fresh test sequences of each task (default 10 D, App. D).
+    teacher : "sphere" (default: the i.i.d. draw of eq. 6 rescaled to the norms of the D → ∞
+        limit the theory describes, q0 = 1, Q0 = 1 + κ0) or "gaussian" (eq. 6 as it stands):
+        :func:`~hdlora.model.data.draw_teacher`.
     centering : "population" (eq. 34, what the theory describes) or "empirical" (eq. 1 read
         literally: the mean of A over the set; at test time the student keeps the centring of
         its training set, and the teacher's targets are centred over their own set).
@@ -86,11 +90,13 @@ class Experiment:
         seed: int = 0,
         *,
         n_test: int | None = None,
+        teacher: TeacherPrior = "sphere",
         centering: Centering = "population",
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> None:
         check_centering(centering)
+        self.teacher_prior = teacher
         self.params = params
         self.sizes = params.sizes(D)
         self.D = self.sizes.D
@@ -105,7 +111,7 @@ class Experiment:
         self.selection_info: dict = {}
 
         g = generators(self.seed)
-        teacher = draw_teacher(self.D, params, g["teacher"])
+        teacher = draw_teacher(self.D, params, g["teacher"], self.teacher_prior)
         train = pretrain_set(teacher, params, self.sizes.N, g["pretrain"], centering)
         ft = finetune_set(
             teacher,
@@ -265,6 +271,7 @@ class Experiment:
         err = self.errors(W_hat, w_hat)
         stats = fits_record(fits or {})
         info = {"n_test": self.n_test, "centering": self.centering, "device": str(self.device)}
+        info["teacher"] = self.teacher_prior
         info |= stats.pop("info")
         if not pre_only:
             with torch.no_grad():

@@ -36,7 +36,14 @@ import time
 import torch
 
 from hdlora.model.activations import activation
-from hdlora.model.data import SequenceSet, draw_sequences, stream_generators
+from hdlora.model.data import (
+    SequenceSet,
+    TeacherPrior,
+    check_teacher,
+    draw_sequences,
+    on_sphere,
+    stream_generators,
+)
 from hdlora.model.losses import finetune_objective, finetune_preactivation, sample_errors
 from hdlora.observables import Observables
 from hdlora.params import EffectivePretraining, Params
@@ -112,6 +119,8 @@ class FinetuneExperiment:
     rho : None (uniform fine-tuning set) or the labelling ratio ρ = N'/N̄' ∈ (0, 1] of active
         fine-tuning (Algorithm 1).
     n_test : fresh test sequences (default 10 D).
+    teacher : w* rescaled to q0 = 1 ("sphere", default: the limit the theory describes) or with
+        i.i.d. N(0, 1) entries ("gaussian"): :func:`~hdlora.model.data.draw_teacher`.
     device, dtype : where and in what precision to compute (default CUDA if present, float64).
     """
 
@@ -124,9 +133,12 @@ class FinetuneExperiment:
         *,
         rho: float | None = None,
         n_test: int | None = None,
+        teacher: TeacherPrior = "sphere",
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> None:
+        check_teacher(teacher)
+        self.teacher_prior = teacher
         if params.reuse:
             raise ValueError(
                 "simulate_finetune draws fresh fine-tuning sequences (e = 0): reuse=True (e = 1) "
@@ -146,7 +158,8 @@ class FinetuneExperiment:
         # spawn_key (2,) keeps these streams apart from those of the two-stage Experiment
         g = stream_generators(self.seed, STREAMS, spawn_key=(2,))
         conv = dict(device=self.device, dtype=self.dtype)
-        self.w_star = torch.randn(self.D, generator=g["teacher"], dtype=torch.float64).to(**conv)
+        w_star = torch.randn(self.D, generator=g["teacher"], dtype=torch.float64)
+        self.w_star = (on_sphere(w_star) if teacher == "sphere" else w_star).to(**conv)
         n = self.sizes.N_ft
         self.n_candidates = n if self.rho is None else max(round(n / self.rho), n)
         z_star_pool, z_pool = draw_frozen_fields(
@@ -270,6 +283,7 @@ class FinetuneExperiment:
             "simulator": "finetune_only",
             "n_test": self.n_test,
             "device": str(self.device),
+            "teacher": self.teacher_prior,
             "n_candidates": self.n_candidates,
             "Delta_eff_train": self.train_delta_eff_hat[0],
             "Delta_eff_train_se": self.train_delta_eff_hat[1],
@@ -314,6 +328,7 @@ def simulate_finetune(
     spectral_start: bool = True,
     w0: torch.Tensor | None = None,
     n_test: int | None = None,
+    teacher: TeacherPrior = "sphere",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float64,
     gtol: float = 1e-6,
@@ -351,7 +366,15 @@ def simulate_finetune(
     """
     t0 = time.perf_counter()
     exp = FinetuneExperiment(
-        params, effective, D, seed, rho=rho, n_test=n_test, device=device, dtype=dtype
+        params,
+        effective,
+        D,
+        seed,
+        rho=rho,
+        n_test=n_test,
+        teacher=teacher,
+        device=device,
+        dtype=dtype,
     )
     fit = exp.finetune(
         w0=w0,

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from hdlora.model.data import Centering
+from hdlora.model.data import Centering, TeacherPrior
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.simulation.active import check_rho
@@ -94,6 +94,7 @@ def simulate(
     W0: torch.Tensor | None = None,
     w0: torch.Tensor | None = None,
     n_test: int | None = None,
+    teacher: TeacherPrior = "sphere",
     centering: Centering = "population",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float64,
@@ -112,6 +113,9 @@ def simulate(
         pair as (pre-training, fine-tuning). The lowest objective is kept; ``info`` lists each
         start (``pre_start{k}_objective``, ``ft_start{k}_overlap``, …) and whether they
         disagree (:func:`~hdlora.simulation.starts.starts_summary`).
+    teacher : "sphere" (default: the draw of eq. 6 rescaled to the norms of the D → ∞ limit,
+        q0 = 1, Q0 = 1 + κ0) or "gaussian" (eq. 6 as it stands, whose q0 fluctuates by
+        √(2/D)): :func:`~hdlora.model.data.draw_teacher`.
     teacher_start : add a start at the teacher in both stages (W ∝ W* scaled so that Ŝ ∝ S*,
         w = w*): a validation device that uses the ground truth, see the module docstring.
     spectral_start : the first fine-tuning start is the spectral one
@@ -139,7 +143,7 @@ def simulate(
     n_pre, n_ft = _stage_n_init(n_init)
     if rho is not None and params.reuse:
         raise ValueError("rho (active fine-tuning) needs fresh fine-tuning sequences: reuse=False")
-    data = dict(n_test=n_test, centering=centering, device=device, dtype=dtype)
+    data = dict(n_test=n_test, teacher=teacher, centering=centering, device=device, dtype=dtype)
     solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
     exp, fit_pre, op = _pretrained(params, D, seed, n_pre, teacher_start, W0, data, solver)
     beta, W_hat, note = _recalibrate(fit_pre.x, beta, _beta_star(op))
@@ -172,6 +176,7 @@ def recalibration_scan(
     teacher_start: bool = False,
     spectral_start: bool = True,
     n_test: int | None = None,
+    teacher: TeacherPrior = "sphere",
     centering: Centering = "population",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float64,
@@ -196,7 +201,7 @@ def recalibration_scan(
     for lam_ft in lam_fts:
         params.replace(lam_ft=lam_ft)  # validates
     n_pre, n_ft = _stage_n_init(n_init)
-    data = dict(n_test=n_test, centering=centering, device=device, dtype=dtype)
+    data = dict(n_test=n_test, teacher=teacher, centering=centering, device=device, dtype=dtype)
     solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
     exp, fit_pre, op = _pretrained(params, D, seed, n_pre, teacher_start, None, data, solver)
     t_pre = time.perf_counter() - t0
