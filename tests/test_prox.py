@@ -121,3 +121,32 @@ def test_bad_V_is_rejected():
     zs, zt = _samples(3)
     with pytest.raises(ValueError, match="V"):
         pretrain_prox(zs, zt, 0.0, T)
+
+
+def test_a_proximal_stopped_early_counts_and_reports_its_failures():
+    """One Newton step leaves many samples away from stationarity: the finite-difference
+    gradient of F = −Ψ (eq. 42, written out in ``_F``) at the returned h is large there, and
+    each such sample is counted in ``n_failed`` and reported by a ProximalWarning; both
+    proximals end the same way."""
+    from hdlora.diagnostics import ProximalWarning
+    from hdlora.theory.prox_finetune import finetune_prox
+
+    V, n = 1.0, 40
+    zs, zt = _samples(n, seed=3)
+    with pytest.warns(ProximalWarning, match="pre-training proximal"):
+        r = pretrain_prox(zs, zt, V, T, max_iter=1, tol=1e-12)
+    eps, far = 1e-6, 0
+    for i in range(n):
+        grad = [
+            (_F(r.h[i] + eps * e, zs[i], zt[i], V) - _F(r.h[i] - eps * e, zs[i], zt[i], V))
+            / (2 * eps)
+            for e in np.eye(L)
+        ]
+        far += max(abs(g) for g in grad) > 1e-4
+    assert far > 0 and r.n_failed >= far
+    rng = np.random.default_rng(4)
+    chi_star, chi_tilde = rng.standard_normal((n, T)), rng.standard_normal((n, T))
+    z_star = to_matrix(_samples(n, seed=5)[0], T)
+    with pytest.warns(ProximalWarning, match="fine-tuning proximal"):
+        f = finetune_prox(chi_star, chi_tilde, z_star, z_star, 0.5, 1.0, max_iter=1, tol=1e-12)
+    assert f.n_failed > 0

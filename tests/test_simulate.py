@@ -331,3 +331,19 @@ def test_a_converged_start_is_kept_over_a_stalled_one_at_the_same_minimum():
     assert r.converged and r.info[f"ft_start{kept}_converged"]
     objectives = [r.info[f"ft_start{k}_objective"] for k in range(r.info["ft_n_starts"])]
     assert r.info[f"ft_start{kept}_objective"] <= min(objectives) * (1 + 1e-7)
+
+
+def test_the_test_sets_are_ten_D_fresh_sequences_by_default():
+    """App. D measures the errors on 10 D fresh sequences of each task; ``n_test`` overrides it
+    and must be an integer >= 1 (named in the error)."""
+    from hdlora.simulation import FinetuneExperiment
+
+    D = 12
+    exp = Experiment(SMALL, D, seed=0)
+    assert exp.test.X.shape[0] == exp.test_ft.X.shape[0] == 10 * D
+    eff = EffectivePretraining(Q0=1.5, Q=1.5, M=1.0)
+    blocks = list(FinetuneExperiment(SMALL, eff, D, seed=0).test_blocks())
+    assert sum(X.shape[0] for X, _, _ in blocks) == 10 * D
+    assert Experiment(SMALL, D, seed=0, n_test=7).test.X.shape[0] == 7
+    with pytest.raises(ValueError, match="n_test"):
+        Experiment(SMALL, D, seed=0, n_test=0)
