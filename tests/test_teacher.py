@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from hdlora import Params
 from hdlora.model.data import draw_teacher, generators
@@ -46,7 +45,6 @@ def test_the_sphere_teacher_has_the_norms_of_the_limit():
 @pytest.fixture(scope="module")
 def frozen_runs():
     """(q0, E') per seed for both teachers: one pre-training each, ŵ = 0."""
-    torch.manual_seed(0)
     out = {}
     for teacher in ("gaussian", "sphere"):
         runs = [simulate(POINT, D, seed, teacher=teacher, progress=False) for seed in SEEDS]
