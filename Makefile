@@ -27,7 +27,7 @@ STAMPS := $(NAMES:%=$(EXEC)/%.done)
 .PHONY: help figures test unit notebooks lint venv clean mutants $(NAMES)
 
 help: ## list the targets
-	@echo "hdlora: make <target> [PROFILE=smoke|quick|paper] [RECOMPUTE=True]"
+	@echo "hdlora: make <target> [PROFILE=smoke|quick|paper] [RECOMPUTE=True] [JOBS=2]"
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 	@echo "one notebook:     make <name>, one of: $(NAMES)"
 
@@ -39,7 +39,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (hdlora)" >/dev/null
 	touch $(STAMP)
 
-figures: $(STAMPS) ## execute the notebooks whose source or library changed; write data/ and figures/
+# `make figures` runs JOBS notebooks at once, each on one BLAS/OpenMP thread when JOBS > 1 (two
+# notebooks on 2 cores with a thread each: ~3x faster than both fighting over the cores)
+JOBS ?= 2
+ifeq ($(JOBS),1)
+THREAD_ENV :=
+else
+THREAD_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+endif
+
+figures: $(STAMP) ## execute the notebooks whose source or library changed (JOBS=2 at once); write data/ and figures/
+	@$(THREAD_ENV) $(MAKE) --no-print-directory -j$(JOBS) $(STAMPS)
 	@if [ "$(OUT_DIR)" = "$(CURDIR)" ]; then $(BIN)/python tools/readings.py; fi
 
 # one notebook by name, e.g. `make 02_pretraining_theory`
@@ -53,7 +63,8 @@ $(EXEC)/%.done: notebooks/%.py $(LIB) $(STAMP)
 	    | HDLORA_PROGRESS=0 $(BIN)/papermill - $(EXEC)/$*.ipynb -k $(KERNEL) -l python \
 	        -p profile $(PROFILE) -p out_dir $(OUT_DIR) -p recompute $(RECOMPUTE) \
 	        --no-progress-bar --log-level ERROR >$(EXEC)/$*.log 2>&1; then \
-	  echo "$* (profile $(PROFILE)): done in $$(( $$(date +%s) - start )) s"; touch $@; \
+	  echo "$$(( $$(date +%s) - start ))" >$(EXEC)/$*.seconds; \
+	  echo "$* (profile $(PROFILE)): done in $$(cat $(EXEC)/$*.seconds) s"; touch $@; \
 	else \
 	  echo "$* (profile $(PROFILE)): FAILED after $$(( $$(date +%s) - start )) s; log: $(EXEC)/$*.log"; \
 	  tail -n 40 $(EXEC)/$*.log; exit 1; \

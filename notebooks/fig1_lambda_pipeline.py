@@ -32,7 +32,7 @@
 # Parameters (papermill): the caption's `T`, `kappa0`, `kappa`, `alpha`, `alpha_ft`,
 # `activation`, the panels `Deltas`, the curves `lam_fts` ("inf" is λ' = ∞), the λ axis
 # `lam_range` with `n_lam` points, the inset's `inset_lam_ft_range`; the sizes `n_mc`,
-# `D`, `sim_seeds`, `sim_lams`, `bo_n_mc` (None: the `profile`'s values); `out_dir`, `seed`,
+# `Ds`, `sim_seeds`, `sim_lams`, `bo_n_mc` (None: the `profile`'s values); `out_dir`, `seed`,
 # `progress`, `recompute`.
 
 # %% tags=["parameters"]
@@ -54,7 +54,7 @@ n_lam = None
 inset_lam_ft_range = [0.01, 10.0]  # the inset's λ' axis, at the best λ of each panel
 n_lam_ft = None
 n_mc = None  # Monte-Carlo samples of the state evolution (randomised quasi-Monte Carlo)
-D = None  # simulations
+Ds = None  # simulated dimensions (the agreement extrapolates in 1/D; squares: the largest)
 sim_seeds = None
 sim_lams = None  # the λ of the simulations ("inf" allowed)
 bo_n_mc = None
@@ -69,6 +69,9 @@ from IPython.display import display
 from matplotlib.lines import Line2D
 
 from hdlora import Params
+from hdlora.harness.agreement import (
+    undefined_overlap,
+)
 from hdlora.harness.extrema import locate_extremum
 from hdlora.harness.plots import (
     InfAxis,
@@ -78,7 +81,13 @@ from hdlora.harness.plots import (
     seed_means,
     simulation_text,
 )
-from hdlora.harness.readings import reading, readings_table, simulation_sizes, verdict_of
+from hdlora.harness.readings import (
+    agreement_readings,
+    reading,
+    readings_table,
+    simulation_sizes,
+    verdict_of,
+)
 from hdlora.harness.run import Run
 from hdlora.simulation import simulate
 from hdlora.theory import bayes_optimal, sweep
@@ -88,8 +97,9 @@ lam_range = run.size("lam_range", lam_range)
 n_lam = run.size("n_lam", n_lam)
 n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=10, paper=20)
 n_mc = run.size("n_mc", n_mc)
-D = run.choose(D, smoke=30, quick=100, paper=150)
-sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=[0, 1, 2, 3])
+Ds = run.choose(Ds, smoke=[30], quick=[50, 100], paper=[75, 150])
+D = max(Ds)
+sim_seeds = run.size("sim_seeds", sim_seeds)
 sim_lams = run.choose(sim_lams, smoke=[0.1, "inf"], quick=[0.01, 0.1, 1.0, "inf"],
                       paper=[0.003, 0.01, 0.03, 0.1, 0.3, 1.0, "inf"])
 bo_n_mc = run.size("bo_n_mc", bo_n_mc)
@@ -179,10 +189,10 @@ pd.DataFrame({"panel": list(best_lam), "best lambda": list(best_lam.values())})
 bo = run.solve("fig1_bayes", bayes_optimal, list(panels.values()), seeds=[seed], n_mc=bo_n_mc,
                progress=progress)
 bo = bo.assign(source="bayes", panel=panel_of(bo), role="bayes")
-sim = run.solve("fig1_simulation", simulate, sim_points, seeds=sim_seeds, grid={"D": [D]},
+sim = run.solve("fig1_simulation", simulate, sim_points, seeds=sim_seeds, grid={"D": Ds},
                 progress=progress)
 sim = sim.assign(source="simulation", panel=panel_of(sim), role="main")
-print(f"simulations: {len(sim)} runs at D = {D}, {sim['converged'].mean():.0%} converged")
+print(f"simulations: {len(sim)} runs at D = {Ds}, {sim['converged'].mean():.0%} converged")
 assert sim["converged"].all()
 
 # %%
@@ -195,13 +205,14 @@ fig1.groupby(["source", "role", "panel"]).size().rename("rows").to_frame()
 #
 # Look for: every LoRA curve ($\lambda'<\infty$) below the frozen curve ($\lambda'=\infty$);
 # an interior minimum of each curve (dark-red dashed); $\mathcal E'$ rising again at large
-# $\lambda$ towards the LoRA-only value at $\lambda=\infty$ (right end); the squares on the lines.
+# $\lambda$ towards the LoRA-only value at $\lambda=\infty$ (right end); the squares (simulations
+# at the largest $D$, mean ± standard deviation across runs, App. D) on the lines.
 
 # %%
 data = pd.read_csv(run.data_dir / "fig1.csv")  # the figure is drawn from the data file only
 axis = InfAxis(*lam_range)
 colors = dict(zip(lam_ft_values, ["C0", "C1", "C2", "C3", "C4"], strict=False))
-sim_data = data[data["source"] == "simulation"]
+sim_data = data[(data["source"] == "simulation") & (data["D"] == D)]  # the largest D
 legend = Legend(simulation_text(sim_data, ["panel", "lam", "lam_ft"]))
 fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False,
                          layout="constrained")
@@ -221,7 +232,7 @@ for ax, (name, p) in zip(axes[0], panels.items(), strict=True):
         if m["located"]:  # the located minimum ± its standard error
             ax.axvspan(m["x"] - m["x_se"], m["x"] + m["x_se"], color="darkred", alpha=0.12, lw=0)
         s = sims[sims["lam_ft"] == lf]
-        draw_simulation(ax, axis.x(s["lam"]), s["mean"], s["se"], color=colors[lf], legend=legend)
+        draw_simulation(ax, axis.x(s["lam"]), s["mean"], s["sd"], color=colors[lf], legend=legend)
     e_bo = data[(data["source"] == "bayes") & (data["panel"] == name)]["ft_test_error"].iloc[0]
     bo_line = ax.axhline(e_bo, color="k", ls="--", lw=1, label="Bayes-optimal $\\mathcal{E}'_{BO}$")
     axis.apply(ax, "$\\lambda$")
@@ -290,6 +301,27 @@ print("readings hold:", {
     "interior minimum": bool(readings["interior minimum"].all())})
 
 # %% [markdown]
+# ## Theory against simulation
+#
+# The theory evaluated exactly at the simulated $(\Delta,\lambda,\lambda')$ against the runs of
+# each point at every $D$ of `Ds`, extrapolated in $1/D$ (`hdlora.harness.agreement`), on the
+# pre-training error $\mathcal E$, the fine-tuning error $\mathcal E'$ and, where both define
+# it ($\hat w\neq0$), the overlap $o_w$. Required at the replicon-stable points, reported at the
+# others.
+
+# %%
+at_sims = run.calls("fig1_theory_at_sims", sweep, [dict(params=p) for p in panels.values()],
+                    lam=[_value(x) for x in sim_lams], lam_ft=lam_ft_values, n_mc=n_mc, seed=seed,
+                    progress=progress)
+# at every profile, smoke (CI) included: the theory converges at the simulated points
+assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["Delta", "lam", "lam_ft"]]
+keys = ["Delta", "lam", "lam_ft"]
+# required at the replicon-stable points, reported at the others
+table, check, check_unstable = run.compare(
+    "fig1_agreement", undefined_overlap(sim), undefined_overlap(at_sims),
+    keys, ["ft_test_error"], partial=("overlap",), pretraining=("test_error",))
+
+# %% [markdown]
 # The readings as data (`hdlora.harness.readings`): `data/fig1_readings.csv`, from which the
 # README's note on this figure is rendered.
 
@@ -320,6 +352,7 @@ rows += [reading(figure="fig1", claim="best λ", location="§4, Fig. 1",
                  reason=(f"local parabola in log λ through {m['n_points']} points"
                          if m["located"] else f"a grid point: {m['note']}"))
          for _, m in minima.iterrows()]
-rows += simulation_sizes("fig1", sim, ["lam", "lam_ft", "Delta"])
+rows += agreement_readings("fig1", check, check_unstable)
+rows += simulation_sizes("fig1", sim, keys)
 run.write(readings_table(rows), "fig1_readings")
 readings_table(rows)

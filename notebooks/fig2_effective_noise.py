@@ -68,7 +68,6 @@ from IPython.display import display
 from matplotlib.lines import Line2D
 
 from hdlora import EffectivePretraining, Params
-from hdlora.harness.agreement import AGREEMENT_COLUMNS, agreement_summary, compare_at_points
 from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
 from hdlora.harness.readings import (
     agreement_readings,
@@ -143,7 +142,8 @@ print(f"{len(theory)} theory points ({n_unstable} with a replicon >= 1, drawn ho
 #
 # Look for: $\mathcal E'$ rising with $\Delta_{\rm eff}$ and falling with $\alpha'$ in both panels;
 # the two panels alike as functions of $\Delta_{\rm eff}$ (the right panel's curves are repeated
-# thin in the left one); the squares on the lines; hollow circles where the replicon (78) is ≥ 1.
+# thin in the left one); the squares (simulations at the largest $D$, mean ± standard deviation
+# across runs, App. D) on the lines; hollow circles where the replicon (78) is ≥ 1.
 
 # %%
 data = pd.read_csv(run.data_dir / "fig2.csv")  # the figure is drawn from the data file only
@@ -160,7 +160,7 @@ for ax, name in zip(axes[0], names, strict=True):
         draw_curve(ax, c["Delta_eff"], c["ft_test_error"], c["ft_replicon_stable"],
                    c["converged"], color=f"C{i}", label=f"$\\alpha'={a:g}$", legend=legend)
         s = seed_means(sm[sm["alpha_ft"] == a], ["Delta_eff"], "ft_test_error")
-        draw_simulation(ax, s["Delta_eff"], s["mean"], s["se"], color=f"C{i}", legend=legend)
+        draw_simulation(ax, s["Delta_eff"], s["mean"], s["sd"], color=f"C{i}", legend=legend)
         if name == names[0] and len(names) > 1:  # the other panel, thin, for comparison
             o = data[(data["source"] == "theory") & (data["panel"] == names[1])
                      & (data["alpha_ft"] == a)].sort_values("Delta_eff")
@@ -234,11 +234,10 @@ at_sims = pd.concat([theory_panel(f"fig2_theory_at_sims_{i}", p, sim_effs[k])
 # at every profile, smoke (CI) included: the theory converges at the simulated points
 assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["alpha_ft", "Delta", "Q"]]
 keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
-table, check, check_unstable = compare_at_points(sim, at_sims, keys, ["ft_test_error", "overlap", "q", "m"])
-run.write(table, "fig2_agreement")
-display(table[[*keys, *AGREEMENT_COLUMNS]].round(4))
-display(agreement_summary(check, check_unstable))  # required at the stable points only
-assert profile == "smoke" or check.passed, check.failures
+# required at the replicon-stable points, reported at the others
+table, check, check_unstable = run.compare(
+    "fig2_agreement", sim, at_sims,
+    keys, ["ft_test_error", "overlap", "q", "m"])
 
 # %% [markdown]
 # The readings as data (`hdlora.harness.readings`): `data/fig2_readings.csv`, from which the

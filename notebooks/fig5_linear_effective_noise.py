@@ -45,7 +45,7 @@
 #
 # Parameters (papermill): `T`, `activation`, `Delta`, `Delta_check`, `lam_ft`, `M`, the curves
 # `alpha_fts`, the $\Delta_{\rm eff}$ axis `delta_eff_range` with `n_delta` points, the large
-# `alpha_ft_limit` that checks the $\alpha'\to\infty$ limit; sizes `n_mc`, `D`, `sim_seeds`,
+# `alpha_ft_limit` that checks the $\alpha'\to\infty$ limit; sizes `n_mc`, `Ds`, `sim_seeds`,
 # `sim_delta_effs` (None: the profile's); `profile`, `out_dir`, `seed`, `progress`, `recompute`.
 
 # %% tags=["parameters"]
@@ -65,7 +65,7 @@ alpha_ft_limit = 1000.0
 delta_eff_range = [0.0, 4.0]
 n_delta = None
 n_mc = None
-D = None
+Ds = None  # simulated dimensions (the agreement extrapolates in 1/D; marks: the largest)
 sim_seeds = None
 sim_delta_effs = None
 
@@ -86,7 +86,8 @@ from hdlora.theory import sweep
 run = Run("fig5_linear_effective_noise", out_dir, profile, recompute)
 n_delta = run.size("n_delta", n_delta)
 n_mc = run.size("n_mc", n_mc)
-D = run.choose(D, smoke=40, quick=400, paper=5000)
+Ds = run.choose(Ds, smoke=[40], quick=[200, 400], paper=[2500, 5000])
+D = max(Ds)
 sim_seeds = run.size("sim_seeds", sim_seeds)
 sim_delta_effs = run.choose(sim_delta_effs, smoke=[1.0], quick=[0.5, 2.0, 3.5],
                             paper=[0.0, 1.0, 2.0, 3.0, 4.0])
@@ -101,6 +102,9 @@ check_grid = sorted({x for x in grid if x >= Delta_check / 2}
                                                      delta_eff_range[1], n_delta)})
 check_effs = [EffectivePretraining.on_diagonal(x, Delta_check, M) for x in check_grid]
 sim_effs = [EffectivePretraining.on_diagonal(float(x), Delta, M) for x in sim_delta_effs]
+# the same Delta_eff at Delta_check, where it is reachable (Delta_eff >= Delta_check/2)
+sim_effs_check = [EffectivePretraining.on_diagonal(float(x), Delta_check, M)
+                  for x in sim_delta_effs if float(x) >= Delta_check / 2]
 alpha_ft_values = [float(a) for a in alpha_fts]
 
 # %% [markdown]
@@ -129,28 +133,32 @@ if len(failed):  # drawn as crosses and listed here
 # need not be attractive, and a point that does not converge there is reported, not required
 assert profile == "smoke" or (failed["ft_replicon_stable"] == False).all(), (  # noqa: E712
     "non-converged replicon-stable theory points")
-sim_points = [base.replace(alpha_ft=a) for a in alpha_ft_values]
-sim = run.solve("fig5_simulation", simulate_finetune, sim_points, seeds=sim_seeds,
-                grid={"effective": sim_effs, "D": [D]}, progress=progress, teacher_start=True)
-sim = sim.assign(source="simulation", panel="main")
+sim = pd.concat([
+    run.solve(name, simulate_finetune, [p.replace(alpha_ft=a) for a in alpha_ft_values],
+              seeds=sim_seeds, grid={"effective": e, "D": Ds}, progress=progress,
+              teacher_start=True).assign(panel=panel)
+    for name, p, e, panel in (("fig5_simulation", base, sim_effs, "main"),
+                              ("fig5_simulation_check", base_check, sim_effs_check, "Delta_check"))
+    if e], ignore_index=True).assign(source="simulation")
 fig5 = pd.concat([th_all, sim], ignore_index=True)
 run.write(fig5, "fig5")
-print(f"{len(th_all)} theory points, {len(sim)} simulations at D = {D}")
+print(f"{len(th_all)} theory points, {len(sim)} simulations at D = {Ds}")
 
 # %% [markdown]
 # ## The figure
 #
 # Left: $\mathcal E'$ against $\Delta_{\rm eff}$ (lines: theory at $\Delta$; thin dashed: the same
 # at `Delta_check`; dotted black: the $\alpha'\to\infty$ limit $\frac{T+1}{T}\Delta_{\rm eff}$).
-# Right: the excess $\mathcal E'-\frac{T+1}{T}\Delta_{\rm eff}$. Squares: simulations (mean ± standard
-# error over runs).
+# Right: the excess $\mathcal E'-\frac{T+1}{T}\Delta_{\rm eff}$. Squares: simulations at $\Delta$,
+# triangles at `Delta_check`, at the largest $D$ (mean ± standard deviation across runs, App. D).
 
 # %%
 data = pd.read_csv(run.data_dir / "fig5.csv")  # the figure is drawn from the data file only
 limit_coef = (T + 1) / T
 th = data[data["source"] == "theory"]
-sm = data[data["source"] == "simulation"]
-legend = Legend(simulation_text(sm, ["alpha_ft", "Delta_eff"]))
+sm = data[(data["source"] == "simulation") & (data["D"] == D)]  # the largest D
+sim_text = simulation_text(sm, ["panel", "alpha_ft", "Delta_eff"])
+legend = Legend()
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
 for i, a in enumerate(alpha_ft_values):
     for panel, style in (("main", "-"), ("Delta_check", "--")):
@@ -160,10 +168,13 @@ for i, a in enumerate(alpha_ft_values):
             y = c["ft_test_error"] - shift * limit_coef * c["Delta_eff"]
             draw_curve(ax, c["Delta_eff"], y, c["ft_replicon_stable"], c["converged"],
                        color=f"C{i}", label=label, ls=style, legend=legend)
-    s = seed_means(sm[sm["alpha_ft"] == a], ["Delta_eff"], "ft_test_error")
-    for ax, shift in ((axes[0], 0.0), (axes[1], 1.0)):
-        draw_simulation(ax, s["Delta_eff"], s["mean"] - shift * limit_coef * s["Delta_eff"],
-                        s["se"], color=f"C{i}", legend=legend)
+    for panel, marker, at in (("main", "s", Delta), ("Delta_check", "^", Delta_check)):
+        s = seed_means(sm[(sm["alpha_ft"] == a) & (sm["panel"] == panel)], ["Delta_eff"],
+                       "ft_test_error")
+        for ax, shift in ((axes[0], 0.0), (axes[1], 1.0)):
+            draw_simulation(ax, s["Delta_eff"], s["mean"] - shift * limit_coef * s["Delta_eff"],
+                            s["sd"], color=f"C{i}", marker=marker, legend=legend,
+                            kind=sim_text.replace("simulation", f"simulation at $\\Delta={at:g}$"))
 x = np.array(grid)
 legend.add(axes[0].plot(x, limit_coef * x, "k:",
                         label="$\\alpha'\\to\\infty$: $\\frac{T+1}{T}\\Delta_{\\rm eff}$")[0])
@@ -220,17 +231,23 @@ assert readings.loc[~coincide | (profile != "smoke"), "holds"].all(), readings
 # %% [markdown]
 # ## Theory against simulation
 #
-# At each simulated point: the simulations' mean over runs against the theory at the same
+# At each simulated point, at $\Delta$ and at `Delta_check`: the simulations' mean over runs at
+# every $D$ of `Ds`, extrapolated in $1/D$, against the theory at the same
 # $(\alpha',\Delta_{\rm eff})$ (the theory evaluated again exactly there), with the two-part
 # criterion of `hdlora.harness.agreement.check_agreement` (a $z$-score per point, and per
 # observable the mean relative deviation against its standard error across seeds).
+#
+# **The smallest $\alpha'$.** At $\alpha'=1$ ($N'=D$ sequences for $D$ LoRA weights) the
+# simulations once sat above the theory by many standard errors (with an i.i.d. teacher, three
+# runs, one $D$). The table after the check shows, per $\alpha'$, what the runs say now: the
+# mean relative deviation of $\mathcal E'$ (extrapolated) from the theory with its standard
+# error across seeds, the relative spread of $\mathcal E'$ across runs at the largest $D$, and
+# the fraction of runs whose L-BFGS starts ended in different minima. At $\alpha'=1$ a run's
+# $\mathcal E'$ spreads several times more than at $\alpha'\ge3$ and most runs' starts
+# disagree (the rank-one objective has many minima there), so a few runs at one $D$ give a
+# standard error that understates the error of their mean.
 
 # %%
-from hdlora.harness.agreement import (  # noqa: E402
-    AGREEMENT_COLUMNS,
-    agreement_summary,
-    compare_at_points,
-)
 from hdlora.harness.readings import (  # noqa: E402
     agreement_readings,
     reading,
@@ -239,15 +256,28 @@ from hdlora.harness.readings import (  # noqa: E402
     verdict_of,
 )
 
-sim_theory = theory_table("fig5_theory_at_sims", base, sim_effs, alpha_ft_values)
+sim_theory = pd.concat([theory_table("fig5_theory_at_sims", base, sim_effs, alpha_ft_values)]
+                       + ([theory_table("fig5_theory_at_sims_check", base_check, sim_effs_check,
+                                        alpha_ft_values)] if sim_effs_check else []),
+                       ignore_index=True)
 # at every profile, smoke (CI) included: the theory converges at the simulated points
 assert sim_theory["converged"].all(), sim_theory.loc[~sim_theory["converged"], ["alpha_ft", "Q"]]
 keys = ["alpha_ft", "Delta", "Q"]  # Q0 = Q, M fixed: Q labels the effective pre-training
-table, check, check_unstable = compare_at_points(sim, sim_theory, keys, ["ft_test_error", "overlap", "q", "m"])
-run.write(table, "fig5_agreement")
-display(table[[*keys, *AGREEMENT_COLUMNS]].round(4))
-display(agreement_summary(check, check_unstable))  # required at the stable points only
-assert profile == "smoke" or check.passed, check.failures
+# required at the replicon-stable points, reported at the others
+table, check, check_unstable = run.compare(
+    "fig5_agreement", sim, sim_theory,
+    keys, ["ft_test_error", "overlap", "q", "m"])
+ft = table[table["observable"] == "ft_test_error"]
+seed_cols = [c for c in ft if c.startswith("seed_rel_dev_")]
+largest = sim[sim["D"] == D]
+by_alpha = pd.DataFrame([{
+    "alpha_ft": a, "points": len(g), "mean_rel_dev": g["rel_dev"].mean(),
+    "se": g[seed_cols].mean().std(ddof=1) / np.sqrt(len(seed_cols)),
+    "run_spread": largest[largest["alpha_ft"] == a].groupby(keys)["ft_test_error"].agg(
+        lambda e: e.std(ddof=1) / e.mean()).mean(),
+    "starts_disagree": sim.loc[sim["alpha_ft"] == a, "info_ft_starts_disagree"].astype(bool).mean(),
+} for a, g in ft.groupby("alpha_ft")])
+by_alpha.round(4)
 
 # %% [markdown]
 # The readings as data (`hdlora.harness.readings`): `data/fig5_readings.csv`, from which the
@@ -277,6 +307,13 @@ rows.append(reading(figure="fig5", claim="the state evolution converges", locati
                     quantity="theory points not converged (replicon ≥ 1 at each)",
                     measured=len(failed), verdict="reported", reason="drawn as crosses"))
 rows += agreement_readings("fig5", check, check_unstable)
+for _, r in by_alpha.iterrows():
+    rows.append(reading(
+        figure="fig5", claim="the simulations at α' = 1 sit above the theory (issue 20)",
+        location="§4, Fig. 5", quantity=f"α' = {r['alpha_ft']:g}: mean (simulation − theory)/theory"
+        " of E'", measured=r["mean_rel_dev"], se=r["se"], verdict="reported",
+        reason=f"{int(r['points'])} points; runs spread {r['run_spread']:.1%} (sd/mean at D = {D}); "
+               f"{r['starts_disagree']:.0%} of runs with disagreeing starts"))
 rows += simulation_sizes("fig5", sim, keys)
 run.write(readings_table(rows), "fig5_readings")
 readings_table(rows)

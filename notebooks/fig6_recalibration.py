@@ -41,7 +41,7 @@
 # search for the best configuration over `search_lams` × `search_beta_scales` ×
 # `search_lam_fts`; the paper's `paper_beta_scale`; the right panel's `lam_ft_range`
 # (`n_lam_ft` points); the simulated `sim_beta_scales`,
-# `sim_lam_fts`; sizes `n_mc`, `D`, `sim_seeds`, `bo_n_mc` (None: the profile's); `profile`,
+# `sim_lam_fts`; sizes `n_mc`, `Ds`, `sim_seeds`, `bo_n_mc` (None: the profile's); `profile`,
 # `out_dir`, `seed`, `progress`, `recompute`.
 
 # %% tags=["parameters"]
@@ -69,7 +69,7 @@ n_lam_ft = None
 sim_beta_scales = [0.7, 0.85, 1.0, 1.15, 1.3]  # eq. (109), and β = 1
 sim_lam_fts = None
 n_mc = None
-D = None
+Ds = None  # simulated dimensions (the agreement extrapolates in 1/D; marks: the largest)
 sim_seeds = None
 bo_n_mc = None
 
@@ -83,7 +83,13 @@ from matplotlib.lines import Line2D
 from hdlora import Params
 from hdlora.harness.extrema import locate_extremum
 from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
-from hdlora.harness.readings import reading, readings_table, simulation_sizes, verdict_of
+from hdlora.harness.readings import (
+    agreement_readings,
+    reading,
+    readings_table,
+    simulation_sizes,
+    verdict_of,
+)
 from hdlora.harness.run import Run
 from hdlora.simulation import recalibration_scan
 from hdlora.theory import bayes_optimal, noise, pretrain, sweep
@@ -93,8 +99,9 @@ run = Run("fig6_recalibration", out_dir, profile, recompute)
 n_beta = run.choose(n_beta, smoke=3, quick=21, paper=31)
 n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=20, paper=30)
 n_mc = run.size("n_mc", n_mc)
-D = run.choose(D, smoke=30, quick=100, paper=800)
-sim_seeds = run.choose(sim_seeds, smoke=[0], quick=[0, 1], paper=list(range(10)))
+Ds = run.choose(Ds, smoke=[30], quick=[50, 100], paper=[400, 800])
+D = max(Ds)
+sim_seeds = run.choose(sim_seeds, smoke=[0, 1], quick=[0, 1, 2, 3], paper=list(range(10)))
 sim_lam_fts = run.choose(sim_lam_fts, smoke=[0.3], quick=[0.1, 0.3, 1.0],
                          paper=[0.03, 0.1, 0.3, 1.0, 3.0])
 bo_n_mc = run.size("bo_n_mc", bo_n_mc)
@@ -212,19 +219,22 @@ bo = run.solve("fig6_bayes", bayes_optimal, [p_best], seeds=[seed], n_mc=bo_n_mc
 beta_star = float(right["beta_star"].iloc[0])
 sim_betas = sorted({1.0, *(float(s) * beta_star for s in [*sim_beta_scales, *right_scales])})
 sim = run.solve("fig6_simulation", recalibration_scan, [p_best], seeds=sim_seeds,
-                grid={"D": [D]}, betas=sim_betas, lam_fts=[float(x) for x in sim_lam_fts],
+                grid={"D": Ds}, betas=sim_betas, lam_fts=[float(x) for x in sim_lam_fts],
                 progress=progress)
 sim = sim.assign(source="simulation", panel="right", beta_scale=sim["beta"] / beta_star)
 fig6 = pd.concat([left, search, right, bo, sim], ignore_index=True)
 run.write(fig6, "fig6")
-print(f"{len(sim)} simulation records at D = {D} (beta* = {beta_star:.4f} from the theory)")
+print(f"{len(sim)} simulation records at D = {Ds} (beta* = {beta_star:.4f} from the theory)")
 
 # %% [markdown]
 # ## The figure
+#
+# Marks: the simulations at the largest $D$ of `Ds`, mean ± standard deviation across runs (App.
+# D); the agreement below extrapolates over every $D$.
 
 # %%
 data = pd.read_csv(run.data_dir / "fig6.csv")  # the figure is drawn from the data file only
-sm = data[data["source"] == "simulation"]
+sm = data[(data["source"] == "simulation") & (data["D"] == D)]  # the largest D
 legend = Legend()
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
 lf = data[(data["source"] == "theory") & (data["panel"] == "left")]
@@ -237,7 +247,7 @@ for i, lam in enumerate(left_lams):
     axes[0].plot(one["beta_scale"], one["test_error"], "D", color=f"C{i}", ms=6, mfc="w",
                  zorder=3)
 s = seed_means(sm[sm["lam_ft"] == sm["lam_ft"].min()], ["beta_scale"], "test_error")
-draw_simulation(axes[0], s["beta_scale"], s["mean"], s["se"],
+draw_simulation(axes[0], s["beta_scale"], s["mean"], s["sd"],
                 color=f"C{left_lams.index(best_lam)}", legend=legend,
                 kind=simulation_text(sm, ["beta", "lam_ft"]).replace(
                     "simulation", f"simulation (left: $\\lambda={best_lam:g}$)"))
@@ -257,7 +267,7 @@ for label, sel, color, beta_value in right_curves:
     draw_curve(axes[1], c["lam_ft"], c["ft_test_error"], c["ft_replicon_stable"], c["converged"],
                color=color, label=label, legend=legend)
     s = seed_means(sm[np.isclose(sm["beta"], beta_value)], ["lam_ft"], "ft_test_error")
-    draw_simulation(axes[1], s["lam_ft"], s["mean"], s["se"], color=color, legend=legend,
+    draw_simulation(axes[1], s["lam_ft"], s["mean"], s["sd"], color=color, legend=legend,
                     kind=simulation_text(sm, ["beta", "lam_ft"]))
 bo_value = float(data[data["source"] == "bayes"]["ft_test_error"].iloc[0])
 legend.add(axes[1].axhline(bo_value, ls="--", color="k", lw=1,
@@ -305,6 +315,26 @@ display(readings)
 # A reading that does not hold is a result to report (README figure notes), not asserted.
 
 # %% [markdown]
+# ## Theory against simulation
+#
+# The state evolution evaluated exactly at the simulated $(\beta,\lambda')$ against the runs at
+# every $D$ of `Ds`, extrapolated in $1/D$ (`hdlora.harness.agreement`), on the recalibrated
+# pre-training error $\mathcal E(\beta)$ and the fine-tuning error $\mathcal E'$; required at
+# the replicon-stable points, reported at the others.
+
+# %%
+at_sims = run.calls("fig6_theory_at_sims", sweep, [dict(beta=b) for b in sim_betas],
+                    params=p_best, lam=[best_lam], lam_ft=[float(x) for x in sim_lam_fts],
+                    n_mc=n_mc, seed=seed, progress=progress)
+# at every profile, smoke (CI) included: the theory converges at the simulated points
+assert at_sims["converged"].all(), at_sims.loc[~at_sims["converged"], ["beta", "lam_ft"]]
+keys = ["beta", "lam_ft"]
+# required at the replicon-stable points, reported at the others
+table, check, check_unstable = run.compare(
+    "fig6_agreement", sim, at_sims,
+    keys, ["ft_test_error"], pretraining=("test_error",))
+
+# %% [markdown]
 # The readings as data (`hdlora.harness.readings`): `data/fig6_readings.csv`, from which the
 # README's note on this figure is rendered.
 
@@ -338,6 +368,7 @@ if not paper_cfg.empty:
     tidy.append(reading(claim="the paper's configuration", quantity="E'(λ = 0.005, β = 0.8 β*)"
                         " − our best E'", measured=paper_cfg["ft_test_error"].min()
                         - best["ft_test_error"], verdict="reported", **common))
-tidy += simulation_sizes("fig6", sim, ["beta", "lam_ft"])
+tidy += agreement_readings("fig6", check, check_unstable)
+tidy += simulation_sizes("fig6", sim, keys)
 run.write(readings_table(tidy), "fig6_readings")
 readings_table(tidy)

@@ -186,3 +186,91 @@ def test_non_finite_values_fail_and_exact_zeros_are_excluded():
 def test_uses_the_real_param_columns():
     # the tables of the notebooks key points by Params fields
     assert set(KEYS) <= set(Params().to_dict())
+
+
+def _overlap_runs():
+    """Two points × 3 seeds × one D: at lam = 1 every run is informed except seed 2, whose LoRA
+    stayed at 0 (q = 0, a stray cosine 0.3); at lam = 2 the theory is uninformed (q = 0)."""
+    sim = pd.DataFrame(
+        {
+            "lam": [1.0] * 3 + [2.0] * 3,
+            "seed": [0, 1, 2] * 2,
+            "D": 100,
+            "err": [0.50, 0.52, 0.61, 0.80, 0.81, 0.79],
+            "q": [0.4, 0.5, 0.0, 0.0, 0.0, 0.0],
+            "overlap": [0.90, 0.92, 0.30, 0.10, 0.20, 0.15],
+        }
+    )
+    theory = pd.DataFrame(
+        {
+            "lam": [1.0, 2.0],
+            "err": [0.53, 0.80],
+            "err_se": [1e-3, 1e-3],
+            "q": [0.45, 0.0],
+            "overlap": [0.91, 0.0],
+            "overlap_se": [1e-3, 0.0],
+        }
+    )
+    return sim, theory
+
+
+def test_an_undefined_overlap_is_left_out_of_the_comparison_not_averaged_in():
+    from hdlora.harness.agreement import compare_at_points, undefined_overlap
+
+    sim, theory = _overlap_runs()
+    table, _, _ = compare_at_points(
+        undefined_overlap(sim), undefined_overlap(theory), KEYS, ["err"], partial=("overlap",)
+    )
+    ow = table[table["observable"] == "overlap"]
+    # compared only where the theory defines o_w (lam = 1), over the two runs with ŵ != 0
+    assert ow["lam"].tolist() == [1.0]
+    assert ow["sim_inf"].iloc[0] == pytest.approx((0.90 + 0.92) / 2, rel=1e-12)
+    assert ow["sim_inf_se"].iloc[0] == pytest.approx(np.std([0.90, 0.92], ddof=1) / np.sqrt(2))
+    # the error is compared at both points over all runs
+    err = table[table["observable"] == "err"].set_index("lam")["sim_inf"]
+    assert err.loc[1.0] == pytest.approx(np.mean([0.50, 0.52, 0.61]), rel=1e-12)
+    assert err.loc[2.0] == pytest.approx(np.mean([0.80, 0.81, 0.79]), rel=1e-12)
+
+
+def test_a_failed_run_still_fails_its_point_when_another_observable_is_partial():
+    from hdlora.harness.agreement import compare_at_points, undefined_overlap
+
+    sim, theory = _overlap_runs()
+    sim.loc[0, ["err", "q", "overlap"]] = np.nan  # a run that failed: NaN everywhere
+    _, check, _ = compare_at_points(
+        undefined_overlap(sim), undefined_overlap(theory), KEYS, ["err"], partial=("overlap",)
+    )
+    assert not check.passed and check.n_nonfinite >= 1
+
+
+def test_a_pretraining_observable_is_compared_once_per_pretraining():
+    """E is shared by every λ' of a run: three λ' must not make three comparisons of it."""
+    from hdlora.harness.agreement import compare_at_points
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for lam in (0.1, 1.0):
+        for seed in range(4):
+            e = 0.4 + lam / 10 + 0.01 * rng.standard_normal()
+            rows += [
+                {
+                    "lam": lam,
+                    "lam_ft": lf,
+                    "seed": seed,
+                    "D": 100,
+                    "test_error": e,
+                    "ft_test_error": e - lf / 10 + 0.01 * rng.standard_normal(),
+                }
+                for lf in (0.1, 0.5, 2.0)
+            ]
+    sim = pd.DataFrame(rows)
+    theory = sim.groupby(["lam", "lam_ft"], as_index=False)[["test_error", "ft_test_error"]].mean()
+    theory = theory.assign(test_error_se=1e-3, ft_test_error_se=1e-3)
+    table, check, _ = compare_at_points(
+        sim, theory, ["lam", "lam_ft"], ["ft_test_error"], pretraining=("test_error",)
+    )
+    counts = table["observable"].value_counts()
+    assert counts["test_error"] == 2 and counts["ft_test_error"] == 6
+    pre = table[table["observable"] == "test_error"].set_index("lam")
+    assert pre.loc[1.0, "dof"] == 3  # four runs, not twelve
+    assert check.passed

@@ -32,3 +32,5 @@ def test_the_readme_states_the_recorded_fresh_clone_runs():
     start, end = tool.README_MARKERS
     readme = (root / "README.md").read_text()
     assert readme[readme.index(start) + len(start) : readme.index(end)] == tool.sentence(runs)
+    start, end = tool.RUNTIME_MARKERS
+    assert readme[readme.index(start) + len(start) : readme.index(end)] == tool.runtime_table(runs)

@@ -98,3 +98,13 @@ def test_a_paper_value_agrees_within_two_standard_errors_on_the_fit_axis():
     assert lin.agrees_with(lin.x + 1.9 * lin.x_se) and not lin.agrees_with(lin.x + 2.1 * lin.x_se)
     edge = locate_extremum(x, x)
     assert not edge.agrees_with(edge.x)  # a grid point is not a location
+
+
+def test_the_located_x_does_not_move_with_the_last_bits_of_the_curve():
+    """A located x keys the tables computed at it: curves that differ by a few ulps (another
+    BLAS thread count) must give the same x, bit for bit."""
+    x = np.geomspace(1e-3, 1.0, 15)
+    y = 0.3 + 0.05 * (np.log(x) - math.log(0.0271)) ** 2 + 0.01 * np.log(x) ** 3 / 50
+    a = locate_extremum(x, y, np.full_like(y, 1e-3))
+    b = locate_extremum(x, y * (1 + 4e-16), np.full_like(y, 1e-3))
+    assert a.located and a.x == b.x

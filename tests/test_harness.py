@@ -334,3 +334,35 @@ def test_calls_keys_a_solvers_frames_by_the_calls(tmp_path):
     calls[0]["beta"] = 2.0
     run.calls("frames", solver, calls, params=Params(alpha=0.4), lam=[0.1, 0.2])
     assert len(seen) == 4 and seen[2][2] == 2.0  # a call changed: recomputed
+
+
+def test_compare_requires_agreement_except_at_smoke(tmp_path):
+    """run.compare writes the agreement table and stops a quick run whose theory is 20 % off
+    at a replicon-stable point; a smoke run (too few runs for power) only reports it."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    sim = pd.DataFrame(
+        [
+            {"lam": lam, "seed": s, "D": D, "err": lam + 0.002 * rng.standard_normal()}
+            for lam in (0.5, 1.0)
+            for s in range(4)
+            for D in (50, 100)
+        ]
+    )
+    theory = pd.DataFrame(
+        {
+            "lam": [0.5, 1.0],
+            "err": [0.5, 1.0],
+            "err_se": [1e-4, 1e-4],
+            "replicon_stable": [True, True],
+        }
+    )
+    run = Run("t", tmp_path, "quick")
+    table, check, _ = run.compare("t_agreement", sim, theory, ["lam"], ["err"])
+    assert check.passed and (tmp_path / "data" / "t_agreement.csv").exists()
+    wrong = theory.assign(err=theory["err"] * 1.2)
+    with pytest.raises(AssertionError, match="t_agreement"):
+        run.compare("t_agreement", sim, wrong, ["lam"], ["err"])
+    _, check, _ = Run("t", tmp_path, "smoke").compare("t_agreement", sim, wrong, ["lam"], ["err"])
+    assert not check.passed

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from hdlora.harness.plots import Legend, draw_curve, draw_simulation, simulation_text  # noqa: E402
 
@@ -50,9 +51,11 @@ def test_the_simulations_entry_counts_runs_per_point_and_names_every_D():
             "seed": [0, 1, 2, 0, 1, 0],
         }
     )
-    assert simulation_text(sim, ["lam"]) == "simulation, D = 100, 200, 1–3 runs: mean ± se"
+    assert (
+        simulation_text(sim, ["lam"]) == "simulation, D = 100, 200, 1–3 runs: mean ± sd across runs"
+    )
     one = sim.iloc[[5]]
-    assert simulation_text(one, ["lam"]) == "simulation, D = 200, 1 run: mean ± se"
+    assert simulation_text(one, ["lam"]) == "simulation, D = 200, 1 run: mean ± sd across runs"
 
 
 def test_the_line_is_broken_at_a_point_that_did_not_converge():
@@ -61,3 +64,21 @@ def test_the_line_is_broken_at_a_point_that_did_not_converge():
     line = draw_curve(ax, x, x, None, [True, True, False, True, True])
     assert np.isnan(line.get_ydata()[2]) and np.isfinite(np.delete(line.get_ydata(), 2)).all()
     plt.close(fig)
+
+
+def test_a_change_of_branch_breaks_the_line_and_the_error_bar_is_the_spread_across_runs():
+    from hdlora.harness.plots import broken_at, seed_means
+
+    x, y = broken_at([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], ["u", "u", "i", "i"])
+    np.testing.assert_array_equal(x, [1.0, 2.0, np.nan, 3.0, 4.0])
+    np.testing.assert_array_equal(y, [5.0, 6.0, np.nan, 7.0, 8.0])
+    x, _ = broken_at([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])  # no branch recorded: one line
+    fig, ax = plt.subplots()
+    (line,) = [draw_curve(ax, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], branch=["a", "b", "b"])]
+    assert np.isnan(line.get_ydata()).sum() == 1  # no segment joins the two branches
+    plt.close(fig)
+    runs = pd.DataFrame({"x": [1, 1, 1, 2, 2], "y": [1.0, 2.0, 3.0, 4.0, np.nan]})
+    s = seed_means(runs, ["x"], "y").set_index("x")
+    assert s.loc[1, "sd"] == pytest.approx(1.0) and s.loc[1, "se"] == pytest.approx(1 / 3**0.5)
+    assert s.loc[2, "mean"] == 4.0 and s.loc[2, "n"] == 1  # NaN (undefined) is not averaged in

@@ -2,7 +2,9 @@
 
 Clones the committed HEAD of this repository into a new folder (or reuses one with --clone), runs
 the given make targets there one after the other (default: ``test`` then ``figures``), times
-each, and reads ``git status --porcelain`` at the end. ``--threads N`` sets OMP_NUM_THREADS,
+each, and reads ``git status --porcelain`` at the end. ``--recompute`` passes RECOMPUTE=True:
+every table is computed again instead of read from the committed cache (the time of a first
+``make figures`` on a machine with no results). ``--threads N`` sets OMP_NUM_THREADS,
 MKL_NUM_THREADS and OPENBLAS_NUM_THREADS for the run (another thread count, another summation
 order); a reused clone has its ``build/executed`` stamps removed first, so that every notebook
 runs again. Exit status 1 when the clone is left modified.
@@ -11,8 +13,9 @@ runs again. Exit status 1 when the clone is left modified.
 clones (between the markers ``<!-- fresh-clone -->`` and ``<!-- /fresh-clone -->``) from that
 list; a unit test holds the README to the record.
 
-Usage: python tools/fresh_clone.py [--targets test figures] [--threads N] [--clone DIR]
-                                   [--record bench/results/fresh_clone.json] [--label TEXT]
+Usage: python tools/fresh_clone.py [--targets test figures] [--recompute] [--threads N]
+                                   [--clone DIR] [--record bench/results/fresh_clone.json]
+                                   [--label TEXT]
 """
 
 from __future__ import annotations
@@ -51,16 +54,20 @@ def prepare(clone: Path | None) -> Path:
     return clone
 
 
-def run_targets(clone: Path, targets: list[str], threads: int | None) -> dict[str, float]:
-    """Run ``make <target>`` for each target in ``clone``; seconds per target. Stops (exit 2)
-    at a failing target, with the tail of its output."""
+def run_targets(
+    clone: Path, targets: list[str], threads: int | None, recompute: bool = False
+) -> dict[str, float]:
+    """Run ``make <target>`` for each target in ``clone`` (with RECOMPUTE=True when
+    ``recompute``); seconds per target. Stops (exit 2) at a failing target, with the tail of its
+    output."""
     env = dict(os.environ)
     if threads is not None:
         env.update({name: str(threads) for name in THREAD_VARIABLES})
     seconds = {}
     for target in targets:
         t0 = time.perf_counter()
-        p = subprocess.run(["make", target], cwd=clone, env=env, capture_output=True, text=True)
+        make = ["make", target, *(["RECOMPUTE=True"] if recompute else [])]
+        p = subprocess.run(make, cwd=clone, env=env, capture_output=True, text=True)
         seconds[target] = round(time.perf_counter() - t0, 1)
         print(f"make {target}: rc {p.returncode}, {seconds[target]:.0f} s", flush=True)
         if p.returncode != 0:
@@ -70,6 +77,31 @@ def run_targets(clone: Path, targets: list[str], threads: int | None) -> dict[st
 
 
 README_MARKERS = ("<!-- fresh-clone -->", "<!-- /fresh-clone -->")
+RUNTIME_MARKERS = ("<!-- runtimes -->", "<!-- /runtimes -->")
+
+
+def notebook_seconds(clone: Path, profile: str = "quick") -> dict[str, int]:
+    """Seconds per notebook of the clone's last ``make figures`` (the ``.seconds`` files the
+    Makefile writes next to each executed notebook)."""
+    folder = clone / "build" / "executed" / profile
+    return {f.stem: int(f.read_text()) for f in sorted(folder.glob("*.seconds"))}
+
+
+def runtime_table(runs: list[dict]) -> str:
+    """The README's table of notebook runtimes: the latest recorded run that recomputed every
+    table (a first ``make figures``), one row per notebook, and the whole ``make figures``."""
+    cold = [r for r in runs if r.get("recompute") and r.get("notebooks")]
+    if not cold:
+        return "\n(no run with every table recomputed is recorded yet)\n"
+    r = cold[-1]
+    head = (
+        f"\nA first `make figures` (every table recomputed, `RECOMPUTE=True`; commit "
+        f"{r['commit'][:7]}, {r['date']}, {r['machine']}, two notebooks at once on one "
+        f"thread each): **{r['seconds']['figures'] / 60:.0f} min** in all.\n\n"
+        "| notebook | seconds |\n|---|---|\n"
+    )
+    rows = "".join(f"| `{name}` | {sec} |\n" for name, sec in r["notebooks"].items())
+    return head + rows
 
 
 def sentence(runs: list[dict]) -> str:
@@ -80,6 +112,8 @@ def sentence(runs: list[dict]) -> str:
     for r in runs:
         steps = ", then ".join(f"`make {t}` {s:.0f} s" for t, s in r["seconds"].items())
         where = "the same clone, every notebook rerun" if r["reused_clone"] else "a fresh clone"
+        if r.get("recompute"):
+            where += ", every table recomputed (RECOMPUTE=True)"
         threads = f", {r['threads']} thread(s) for OMP/MKL/OpenBLAS" if r["threads"] else ""
         n_modified = len(r["modified_files"])
         left = f"{n_modified} file(s) modified" if n_modified else "nothing (a clean clone)"
@@ -91,16 +125,21 @@ def sentence(runs: list[dict]) -> str:
 
 
 def write_readme(runs: list[dict], readme: Path = ROOT / "README.md") -> None:
-    """Put :func:`sentence` between the README's markers."""
+    """Put :func:`sentence` and :func:`runtime_table` between their README markers."""
     text = readme.read_text()
-    start, end = (text.index(m) for m in README_MARKERS)
-    new = text[: start + len(README_MARKERS[0])] + sentence(runs) + text[end:]
-    write_bytes(readme, new.encode())
+    for markers, block in (
+        (README_MARKERS, sentence(runs)),
+        (RUNTIME_MARKERS, runtime_table(runs)),
+    ):
+        start, end = (text.index(m) for m in markers)
+        text = text[: start + len(markers[0])] + block + text[end:]
+    write_bytes(readme, text.encode())
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", nargs="+", default=["test", "figures"])
+    ap.add_argument("--recompute", action="store_true", help="make ... RECOMPUTE=True")
     ap.add_argument("--threads", type=int, default=None, help="OMP/MKL/OpenBLAS thread count")
     ap.add_argument("--clone", type=Path, default=None, help="reuse this clone")
     ap.add_argument("--record", type=Path, default=None, help="append the run to this JSON")
@@ -110,7 +149,7 @@ def main(argv=None) -> int:
     clone = prepare(args.clone)
     commit = git("rev-parse", "HEAD", cwd=clone).strip()
     print(f"clone of {commit[:10]} in {clone}", flush=True)
-    seconds = run_targets(clone, args.targets, args.threads)
+    seconds = run_targets(clone, args.targets, args.threads, args.recompute)
     modified = [line for line in git("status", "--porcelain", cwd=clone).splitlines() if line]
     print(f"git status --porcelain: {len(modified)} line(s)")
     for line in modified:
@@ -123,8 +162,10 @@ def main(argv=None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "threads": args.threads,
             "reused_clone": args.clone is not None,
+            "recompute": args.recompute,
             "seconds": seconds,
             "modified_files": modified,
+            "notebooks": notebook_seconds(clone) if "figures" in args.targets else {},
         }
         path = args.record if args.record.is_absolute() else ROOT / args.record
         runs = json.loads(path.read_text()) if path.exists() else []

@@ -320,13 +320,60 @@ AGREEMENT_COLUMNS = (
 )
 
 
+#: below this fine-tuning norm q = ‖ŵ‖²/D the LoRA vector is zero (the uninformed fixed point, a
+#: fit that stayed at 0) and its direction, hence the overlap o_w, is undefined
+Q_ZERO = 1e-6
+
+
+def undefined_overlap(df: pd.DataFrame, q_zero: float = Q_ZERO) -> pd.DataFrame:
+    """``df`` with ``overlap`` (and ``overlap_se``) set to NaN where ``q`` < ``q_zero``: o_w is
+    the cosine of ŵ with w*, which has no value at ŵ = 0 (a theory point on the uninformed
+    fixed point, a run whose LoRA stayed at 0, λ' = ∞). NaN keeps it out of every mean."""
+    out = df.copy()
+    zero = out["q"].to_numpy(float) < q_zero
+    for col in ("overlap", "overlap_se"):
+        if col in out:
+            out.loc[zero, col] = np.nan
+    return out
+
+
 def compare_at_points(
-    sim: pd.DataFrame, theory: pd.DataFrame, keys: list[str], observables: list[str]
+    sim: pd.DataFrame,
+    theory: pd.DataFrame,
+    keys: list[str],
+    observables: list[str],
+    partial: tuple[str, ...] = (),
+    pretraining: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, AgreementCheck, AgreementCheck | None]:
     """A figure's comparison in one call: the :func:`agreement_table` of ``sim`` against the
     theory at the simulated points, with the replicon verdicts (:func:`with_replicon`), and
-    :func:`stable_agreement` on it (the check required, the one reported)."""
-    table = with_replicon(agreement_table(sim, theory, keys, observables), theory, keys)
+    :func:`stable_agreement` on it (the check required, the one reported).
+
+    ``partial``: observables that may be undefined (NaN, e.g. o_w after
+    :func:`undefined_overlap`). Each is compared at the points where the theory defines it,
+    over the runs that define it; an undefined value is left out, never counted as a failed
+    run (a run that failed is NaN in every observable and stays in ``observables``).
+
+    ``pretraining``: observables of the pre-training alone (E, L), which every fine-tuning
+    ridge ``lam_ft`` of a run shares: compared once per pre-training (``keys`` without
+    ``lam_ft``), with the pre-training's replicon verdict only, not once per λ' as if the
+    repeated rows were independent comparisons."""
+    tables = []
+    if observables:
+        tables.append(with_replicon(agreement_table(sim, theory, keys, observables), theory, keys))
+    for col in partial:
+        th = theory[theory[col].notna()]
+        runs = sim[sim[col].notna()].merge(th[keys].drop_duplicates(), on=keys)
+        if len(runs):
+            tables.append(with_replicon(agreement_table(runs, th, keys, [col]), theory, keys))
+    if pretraining:
+        pre = [k for k in keys if k != "lam_ft"]
+        runs = sim.drop_duplicates(subset=[*pre, "D", "seed"])
+        th = theory.drop_duplicates(subset=pre).drop(
+            columns=["ft_replicon_stable", "ft_replicon"], errors="ignore"
+        )
+        tables.append(with_replicon(agreement_table(runs, th, pre, list(pretraining)), th, pre))
+    table = pd.concat(tables, ignore_index=True)
     return (table, *stable_agreement(table))
 
 

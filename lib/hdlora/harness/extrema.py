@@ -121,7 +121,10 @@ def locate_extremum(
     g_y = np.array([v * v, v, 1.0])  # y at the vertex; its error at fixed v (first order)
     y_star = float(g_y @ coef)
     y_star_se = math.sqrt(max(float(g_y @ cov @ g_y), 0.0))
-    x_star = math.exp(u0 + v) if log else u0 + v
+    # 10 significant digits: a located x keys the tables computed at it (the inset of Fig. 1,
+    # the right panel of Fig. 6), and the last bits of a least-squares fit move with the BLAS's
+    # thread count; its standard error is many orders of magnitude above the rounding
+    x_star = float(f"{math.exp(u0 + v) if log else u0 + v:.10g}")
     x_se = x_star * v_se if log else v_se
     return Extremum(
         kind=kind,

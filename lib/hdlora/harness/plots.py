@@ -51,21 +51,39 @@ class InfAxis:
 
 
 def seed_means(df: pd.DataFrame, by: list[str], column: str) -> pd.DataFrame:
-    """Per group of ``by``: ``mean``, ``se`` (standard error over the rows) and ``n``."""
+    """Per group of ``by``: ``mean``, ``sd`` (standard deviation across the rows, the error bar
+    of App. D), ``se`` (standard error, sd/√n) and ``n``, the rows where ``column`` is defined:
+    an undefined value (NaN, e.g. o_w at ŵ = 0) is left out of the mean and of n, never
+    averaged in."""
     g = df.groupby(by, sort=False, dropna=False)[column]
     out = g.agg(mean="mean", sd="std", n="count").reset_index()
     out["se"] = out["sd"] / np.sqrt(out["n"])
-    return out.drop(columns="sd")
+    return out
 
 
-def draw_curve(ax, x, y, stable=None, converged=None, *, color=None, label=None, legend=None, **kw):
+def broken_at(x, y, branch):
+    """(x, y) with a NaN inserted between consecutive points of different ``branch`` (e.g. the
+    fixed point the free entropy selects), so that a first-order jump is drawn as a break, not
+    as a sloped line through a value no fixed point takes."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    branch = np.array([str(b) for b in branch])  # a NaN branch (none recorded) equals itself
+    cut = np.flatnonzero(branch[1:] != branch[:-1]) + 1
+    return np.insert(x, cut, np.nan), np.insert(y, cut, np.nan)
+
+
+def draw_curve(
+    ax, x, y, stable=None, converged=None, *, branch=None, color=None, label=None, legend=None, **kw
+):
     """A theory line through (x, y): a hollow circle where ``stable`` is False (a replicon ≥ 1),
-    a cross where ``converged`` is False; the line is broken there (a cross is not a result).
-    ``legend``: a :class:`Legend` that records the kinds drawn. Returns the line."""
+    a cross where ``converged`` is False; the line is broken there (a cross is not a result),
+    and between points of different ``branch`` (:func:`broken_at`). ``legend``: a
+    :class:`Legend` that records the kinds drawn. Returns the line."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.ones(len(x), bool) if stable is None else np.asarray(stable, bool)
     conv = np.ones(len(x), bool) if converged is None else np.asarray(converged, bool)
-    (line,) = ax.plot(x, np.where(conv, y, np.nan), "-", color=color, label=label, lw=1.4, **kw)
+    shown = np.where(conv, y, np.nan)
+    lx, ly = (x, shown) if branch is None else broken_at(x, shown, branch)
+    (line,) = ax.plot(lx, ly, "-", color=color, label=label, lw=1.4, **kw)
     c = line.get_color()
     if (~ok & conv).any():
         ax.plot(x[~ok & conv], y[~ok & conv], "o", color=c, ms=5, mfc="white", ls="none", zorder=3)
@@ -164,9 +182,9 @@ class Legend:
         )
 
 
-def simulation_text(sim: pd.DataFrame, by: list[str], what: str = "mean ± se") -> str:
+def simulation_text(sim: pd.DataFrame, by: list[str], what: str = "mean ± sd across runs") -> str:
     """The legend's text for simulations: their D and the runs per point (from the table
-    itself), e.g. "simulation, D = 100, 2 runs: mean ± se"."""
+    itself), e.g. "simulation, D = 100, 4 runs: mean ± sd across runs" (App. D's error bars)."""
     Ds = sorted({int(d) for d in sim["D"].dropna()})
     runs = sim.groupby([*by, "D"], dropna=False).size()
     n = f"{runs.min()}" if runs.min() == runs.max() else f"{runs.min()}–{runs.max()}"

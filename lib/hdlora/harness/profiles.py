@@ -31,8 +31,8 @@ SIZES: dict[str, dict] = {
     "mc_seeds_validation": dict(smoke=[0], quick=[0], paper=[0, 1]),
     # dimensions of the validation simulations of §3
     "Ds_validation": dict(smoke=[40, 80], quick=[100, 200], paper=[100, 200, 400]),
-    # runs per simulated point of Figs. 2, 4, 5
-    "sim_seeds": dict(smoke=[0, 1], quick=[0, 1, 2], paper=list(range(5))),
+    # runs per simulated point of Figs. 1-6 (App. D: error bars are the sd across runs)
+    "sim_seeds": dict(smoke=[0, 1], quick=[0, 1, 2, 3], paper=list(range(5))),
     # λ grids of Figs. 1 and 3, Δ_eff grids of Figs. 2 and 5
     "n_lam": dict(smoke=3, quick=20, paper=32),
     "lam_range": dict(smoke=[0.03, 3.0], quick=[0.003, 3.0], paper=[0.001, 3.0]),

@@ -16,6 +16,10 @@ Each notebook starts with ``run = Run("02_pretraining_theory", out_dir, profile,
   these calls, so no notebook lists a solver's arguments twice;
 * ``run.table(name, compute, **key)``: the same cache for any other computation, keyed by
   ``key`` (name the code it runs in ``key``, e.g. ``code=code_version("hdlora.theory.bayes")``);
+* ``run.compare(name, sim, theory, keys, observables)``: a figure's theory–simulation
+  comparison (:func:`hdlora.harness.agreement.compare_at_points`), written, shown, and required
+  at the replicon-stable points (at every profile but ``smoke``, whose few small runs have no
+  power);
 * ``run.write(df, name)``, ``run.save(fig, name)``: atomic writes of a table / a figure.
 """
 
@@ -142,6 +146,36 @@ class Run:
             return pd.concat(frames, ignore_index=True)
 
         return self.table(name, compute, solver=solver, calls=calls, common=common)
+
+    def compare(
+        self,
+        name: str,
+        sim: pd.DataFrame,
+        theory: pd.DataFrame,
+        keys: list[str],
+        observables: list[str],
+        **options,
+    ):
+        """:func:`~hdlora.harness.agreement.compare_at_points` (``options``: its ``partial``
+        and ``pretraining``), written as ``data/<name>.csv`` and shown with its verdicts;
+        raises AssertionError, with the failing rows, when the check at the replicon-stable
+        points fails (not at ``smoke``). Returns (table, check, check of the other points)."""
+        from IPython.display import display
+
+        from hdlora.harness.agreement import (
+            AGREEMENT_COLUMNS,
+            agreement_summary,
+            compare_at_points,
+        )
+
+        table, check, unstable = compare_at_points(sim, theory, keys, observables, **options)
+        self.write(table, name)
+        shown = [c for c in [*keys, *AGREEMENT_COLUMNS] if c in table]
+        display(table[shown].round(4))
+        display(agreement_summary(check, unstable))
+        if self.profile != "smoke" and not check.passed:
+            raise AssertionError(f"{name}: {check.summary()}\n{check.failures}")
+        return table, check, unstable
 
     def write(self, df: pd.DataFrame, name: str, **tolerance) -> None:
         """Write ``df`` as ``data/<name>.csv`` (atomic; a table equal up to ``tolerance``, the
