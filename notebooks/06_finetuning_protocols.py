@@ -305,11 +305,11 @@ assert abs(b_min - pre_lin.M / pre_lin.Q) <= grid[1] - grid[0]
 # of the lowest one. The fraction of random starts that do, against $D$:
 
 # %%
-starts = run.solve_jobs("protocols_minima_map", simulate_finetune,
+starts = run.solve_jobs("protocols_minima_map_starts", simulate_finetune,
                         [dict(point=map_params.replace(lam_ft=float(lf))) for lf in map_lam_fts],
-                        seeds=seeds, grid={"effective": [map_eff], "D": map_Ds},
-                        n_init=map_n_random, spectral_start=False, teacher_start=True,
-                        progress=progress)
+                             seeds=seeds, grid={"effective": [map_eff], "D": map_Ds},
+                             n_init=map_n_random, spectral_start=False, teacher_start=True,
+                             progress=progress)
 
 
 def start_columns(df):

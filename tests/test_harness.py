@@ -366,3 +366,13 @@ def test_compare_requires_agreement_except_at_smoke(tmp_path):
         run.compare("t_agreement", sim, wrong, ["lam"], ["err"])
     _, check, _ = Run("t", tmp_path, "smoke").compare("t_agreement", sim, wrong, ["lam"], ["err"])
     assert not check.passed
+
+
+def test_a_run_refuses_to_write_over_its_own_cache(tmp_path):
+    """A table written under the name of a cached one would replace the cache, and every later
+    run would recompute it (with other rounding: a fresh clone's `git status` not clean)."""
+    run = Run("t", tmp_path, "quick")
+    run.table("t_cache", lambda: pd.DataFrame({"x": [1.0]}), what="x")
+    with pytest.raises(ValueError, match="t_cache"):
+        run.write(pd.DataFrame({"y": [2.0]}), "t_cache")
+    run.write(pd.DataFrame({"y": [2.0]}), "t_summary")

@@ -48,6 +48,7 @@ class Run:
         self.data_dir, self.fig_dir = output_dirs(out_dir, notebook)
         committed = repo_root() / "data"
         self._also_from = [committed] if committed.resolve() != self.data_dir.resolve() else []
+        self._cached: set[str] = set()  # the names of this run's cached tables
 
     def choose(self, value, *, smoke, quick, paper):
         """``value`` if given (not None), else the setting of this run's profile."""
@@ -63,6 +64,7 @@ class Run:
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **key) -> pd.DataFrame:
         """``compute()`` cached as ``data/<name>.csv`` under :func:`cache_key` of ``key``, with its
         provenance record in ``data/provenance/<name>.json``."""
+        self._cached.add(name)
         return cached(
             self.data_dir / f"{name}.csv",
             provenance(table=name, **key),
@@ -180,7 +182,10 @@ class Run:
     def write(self, df: pd.DataFrame, name: str, **tolerance) -> None:
         """Write ``df`` as ``data/<name>.csv`` (atomic; a table equal up to ``tolerance``, the
         ``rtol``/``atol``/``ignore`` of :func:`hdlora.harness.io.write_table`, is not
-        rewritten)."""
+        rewritten). A cached table's name is refused: writing over a cache would make it
+        stale, and the next run would recompute it."""
+        if name in self._cached:
+            raise ValueError(f"name {name!r} is a cached table of this run: write under another")
         write_table(df, self.data_dir / f"{name}.csv", **tolerance)
 
     def save(self, fig, name: str) -> None:
