@@ -819,6 +819,48 @@ MUTANTS: list[Mutant] = [
         "the pre-training record with M̂ and Q̂ swapped",
         ("test_theory_pretrain.py", "test_stationarity.py"),
     ),
+    M(
+        "harness/agreement.py",
+        '    zero = out["q"].to_numpy(float) < q_zero\n',
+        '    zero = out["q"].to_numpy(float) < -q_zero\n',
+        "o_w kept where ŵ = 0 (a stray cosine averaged into the overlap)",
+        ("test_agreement.py",),
+    ),
+    M(
+        "harness/agreement.py",
+        '        runs = sim.drop_duplicates(subset=[*pre, "D", "seed"])\n',
+        "        runs = sim\n",
+        "a pre-training error compared at every λ', its repeated rows taken as independent runs",
+        ("test_agreement.py",),
+    ),
+    M(
+        "harness/plots.py",
+        "    cut = np.flatnonzero(branch[1:] != branch[:-1]) + 1\n",
+        "    cut = np.flatnonzero(branch[1:] != branch[1:]) + 1\n",
+        "a first-order jump drawn as a sloped line (no break between fixed points)",
+        ("test_plots.py",),
+    ),
+    M(
+        "harness/run.py",
+        '        if self.profile != "smoke" and not check.passed:\n',
+        "        if False:\n",
+        "a figure whose simulations disagree with the theory passes silently",
+        ("test_harness.py",),
+    ),
+    M(
+        "harness/run.py",
+        "        if name in self._cached:\n",
+        "        if False:\n",
+        "a notebook writes a summary over its own cache (recomputed every run)",
+        ("test_harness.py",),
+    ),
+    M(
+        "harness/extrema.py",
+        '    x_star = float(f"{math.exp(u0 + v) if log else u0 + v:.10g}")\n',
+        "    x_star = math.exp(u0 + v) if log else u0 + v\n",
+        "a located x with the fit's last bits (keys move with the BLAS thread count)",
+        ("test_extrema.py",),
+    ),
     # ---------------------------------------------------------------- equivalent by design
     M(
         "theory/newton.py",
