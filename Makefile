@@ -15,6 +15,9 @@ PROFILE ?= quick
 # RECOMPUTE=True ignores the tables cached in data/ (by default a table is reused when the hash
 # of what produced it — points, arguments, library code — matches)
 RECOMPUTE ?= False
+# where the notebooks' jobs run (hdlora.harness.executors): empty = in each notebook's process;
+# processes[:N], dask-local[:N], or dask://host:port (a dask.distributed scheduler)
+EXECUTOR ?=
 # where `make figures` writes data/ and figures/ (the repository; CI's book check: a folder in build/)
 OUT_DIR ?= $(CURDIR)
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
@@ -24,10 +27,10 @@ EXEC := build/executed/$(PROFILE)
 STAMPS := $(NAMES:%=$(EXEC)/%.done)
 
 .DEFAULT_GOAL := help
-.PHONY: help figures test unit notebooks lint venv clean mutants $(NAMES)
+.PHONY: help figures test unit notebooks lint venv clean mutants plan $(NAMES)
 
 help: ## list the targets
-	@echo "hdlora: make <target> [PROFILE=smoke|quick|paper] [RECOMPUTE=True] [JOBS=2]"
+	@echo "hdlora: make <target> [PROFILE=smoke|quick|paper] [RECOMPUTE=True] [JOBS=2] [EXECUTOR=...]"
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 	@echo "one notebook:     make <name>, one of: $(NAMES)"
 
@@ -52,6 +55,9 @@ figures: $(STAMP) ## execute the notebooks whose source or library changed (JOBS
 	@$(THREAD_ENV) $(MAKE) --no-print-directory -j$(JOBS) $(STAMPS)
 	@if [ "$(OUT_DIR)" = "$(CURDIR)" ]; then $(BIN)/python tools/readings.py; fi
 
+plan: $(STAMP) ## list and price every job of PROFILE that is not cached (e.g. PROFILE=paper), computing nothing
+	@$(THREAD_ENV) $(BIN)/python tools/plan.py --profile $(PROFILE) $(if $(WORKERS),--workers $(WORKERS))
+
 # one notebook by name, e.g. `make 02_pretraining_theory`
 $(NAMES): %: $(EXEC)/%.done
 
@@ -62,6 +68,7 @@ $(EXEC)/%.done: notebooks/%.py $(LIB) $(STAMP)
 	if $(BIN)/jupytext --to ipynb -o - $< 2>/dev/null \
 	    | HDLORA_PROGRESS=0 $(BIN)/papermill - $(EXEC)/$*.ipynb -k $(KERNEL) -l python \
 	        -p profile $(PROFILE) -p out_dir $(OUT_DIR) -p recompute $(RECOMPUTE) \
+	        $(if $(EXECUTOR),-p executor $(EXECUTOR)) \
 	        --no-progress-bar --log-level ERROR >$(EXEC)/$*.log 2>&1; then \
 	  echo "$$(( $$(date +%s) - start ))" >$(EXEC)/$*.seconds; \
 	  echo "$* (profile $(PROFILE)): done in $$(cat $(EXEC)/$*.seconds) s"; touch $@; \

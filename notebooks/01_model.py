@@ -32,6 +32,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 # the model of eqs. (1)-(7): one point, trained by the simulator at D = D_sim
 T = 3
 kappa0 = 1.0
@@ -64,7 +65,7 @@ from hdlora.model.data import draw_noise
 from hdlora.model.losses import pretrain_preactivation
 from hdlora.simulation.experiment import Experiment
 
-run = Run("01_model", out_dir, profile, recompute)
+run = Run("01_model", out_dir, profile, recompute, executor)
 D_sim = run.choose(D_sim, smoke=80, quick=120, paper=400)
 n_fresh = run.choose(n_fresh, smoke=20_000, quick=100_000, paper=200_000)
 D_list = run.choose(D_list, smoke=[10, 40, 160], quick=[10, 40, 160, 640, 2560],

@@ -31,6 +31,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 # the base point of the validation and of the λ curve
 T = 3
 kappa0 = 1.0
@@ -76,7 +77,7 @@ from hdlora.theory import pretrain, spectral
 from hdlora.theory.prox import pretrain_prox
 from hdlora.theory.symmetric import multiplicity, to_matrix
 
-run = Run("02_pretraining_theory", out_dir, profile, recompute)
+run = Run("02_pretraining_theory", out_dir, profile, recompute, executor)
 D_eig = run.choose(D_eig, smoke=400, quick=1500, paper=3000)
 Ds = run.size("Ds_validation", Ds)
 seeds = run.choose(seeds, smoke=list(range(6)), quick=list(range(6)), paper=list(range(8)))

@@ -33,6 +33,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 # the first validation point (e = 0) and its values of λ'
 T = 3
 kappa0 = 1.0
@@ -73,7 +74,7 @@ from hdlora.model import activations
 from hdlora.simulation import simulate
 from hdlora.theory import EffectivePretraining, finetune, state_evolution
 
-run = Run("03_finetuning_theory", out_dir, profile, recompute)
+run = Run("03_finetuning_theory", out_dir, profile, recompute, executor)
 Ds = run.size("Ds_validation", Ds)
 seeds = run.choose(seeds, smoke=list(range(4)), quick=list(range(6)), paper=list(range(8)))
 # randomised quasi-Monte Carlo: one seed, standard errors from its independent blocks

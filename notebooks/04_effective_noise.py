@@ -29,6 +29,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 # the Gaussian checks of eqs. (25)-(28): noise and pre-training overlaps
 T = 3
 Delta = 0.5
@@ -58,7 +59,7 @@ from hdlora.theory import EffectivePretraining, finetune, noise
 from hdlora.theory.prox import pretrain_prox
 from hdlora.theory.symmetric import multiplicity
 
-run = Run("04_effective_noise", out_dir, profile, recompute)
+run = Run("04_effective_noise", out_dir, profile, recompute, executor)
 n = run.choose(n, smoke=200_000, quick=2_000_000, paper=8_000_000)
 n_mc = run.choose(n_mc, smoke=4000, quick=30000, paper=100000)
 mc_seeds = run.choose(mc_seeds, smoke=[0, 1], quick=[0, 1, 2, 3], paper=[0, 1, 2, 3, 4, 5])

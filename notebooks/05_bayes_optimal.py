@@ -36,6 +36,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 # the base point (Figure 1's left panel)
 T = 3
 kappa0 = 1.0
@@ -73,7 +74,7 @@ from hdlora.harness.run import Run
 from hdlora.harness.tables import code_version
 from hdlora.theory import EffectivePretraining, bayes, finetune, pretrain, spectral
 
-run = Run("05_bayes_optimal", out_dir, profile, recompute)
+run = Run("05_bayes_optimal", out_dir, profile, recompute, executor)
 n_alpha = run.choose(n_alpha, smoke=5, quick=16, paper=30)
 n_alpha_ft = run.choose(n_alpha_ft, smoke=3, quick=7, paper=12)
 n_mc = run.choose(n_mc, smoke=20_000, quick=200_000, paper=1_000_000)

@@ -51,6 +51,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 T = 3
 activation = "softmax"
 lam_ft = 0.5
@@ -90,7 +91,7 @@ from hdlora.harness.run import Run
 from hdlora.simulation import recalibration_scan, simulate, simulate_finetune
 from hdlora.theory import finetune, noise, state_evolution
 
-run = Run("06_finetuning_protocols", out_dir, profile, recompute)
+run = Run("06_finetuning_protocols", out_dir, profile, recompute, executor)
 n_mc = run.choose(n_mc, smoke=1024, quick=16384, paper=32768)
 Ds = run.choose(Ds, smoke=[40], quick=[200, 400], paper=[500, 1000, 2000])
 seeds = run.choose(seeds, smoke=[0, 1], quick=[0, 1, 2, 3], paper=list(range(8)))

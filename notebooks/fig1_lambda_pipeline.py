@@ -41,6 +41,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 T = 3
 kappa0 = 1.0
 kappa = 1.0
@@ -92,7 +93,7 @@ from hdlora.harness.run import Run
 from hdlora.simulation import simulate
 from hdlora.theory import bayes_optimal, sweep
 
-run = Run("fig1_lambda_pipeline", out_dir, profile, recompute)
+run = Run("fig1_lambda_pipeline", out_dir, profile, recompute, executor)
 lam_range = run.size("lam_range", lam_range)
 n_lam = run.size("n_lam", n_lam)
 n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=10, paper=20)

@@ -38,6 +38,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 T = 2
 kappa0 = 0.5
 kappa = 1.0
@@ -79,7 +80,7 @@ from hdlora.harness.run import Run
 from hdlora.simulation import simulate
 from hdlora.theory import sweep
 
-run = Run("fig3_reused_sequences", out_dir, profile, recompute)
+run = Run("fig3_reused_sequences", out_dir, profile, recompute, executor)
 lam_range = run.size("lam_range", lam_range)
 n_lam = run.size("n_lam", n_lam)
 n_mc = run.size("n_mc", n_mc)

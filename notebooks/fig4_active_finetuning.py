@@ -56,6 +56,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 T = 3
 activation = "softmax"
 Delta = 0.0
@@ -90,7 +91,7 @@ from hdlora.harness.run import Run
 from hdlora.simulation import simulate_finetune
 from hdlora.theory import noise, sweep
 
-run = Run("fig4_active_finetuning", out_dir, profile, recompute)
+run = Run("fig4_active_finetuning", out_dir, profile, recompute, executor)
 n_delta = run.choose(n_delta, smoke=2, quick=20, paper=30)
 n_mc = run.size("n_mc", n_mc)
 Ds = run.choose(Ds, smoke=[30], quick=[75, 150], paper=[5000, 10_000])

@@ -54,6 +54,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 T = 3
 activation = "linear"
 Delta = 0.0
@@ -83,7 +84,7 @@ from hdlora.harness.run import Run
 from hdlora.simulation import simulate_finetune
 from hdlora.theory import sweep
 
-run = Run("fig5_linear_effective_noise", out_dir, profile, recompute)
+run = Run("fig5_linear_effective_noise", out_dir, profile, recompute, executor)
 n_delta = run.size("n_delta", n_delta)
 n_mc = run.size("n_mc", n_mc)
 Ds = run.choose(Ds, smoke=[40], quick=[200, 400], paper=[2500, 5000])

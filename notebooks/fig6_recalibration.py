@@ -50,6 +50,7 @@ out_dir = None
 seed = 0
 progress = None
 recompute = False
+executor = None  # where the jobs run: "processes:2", "dask-local:4", "dask://host:8786"
 T = 3
 kappa0 = 1.0
 kappa = 1.0
@@ -95,7 +96,7 @@ from hdlora.simulation import recalibration_scan
 from hdlora.theory import bayes_optimal, noise, pretrain, sweep
 from hdlora.theory.recalibration import recalibrated
 
-run = Run("fig6_recalibration", out_dir, profile, recompute)
+run = Run("fig6_recalibration", out_dir, profile, recompute, executor)
 n_beta = run.choose(n_beta, smoke=3, quick=21, paper=31)
 n_lam_ft = run.choose(n_lam_ft, smoke=3, quick=20, paper=30)
 n_mc = run.size("n_mc", n_mc)

@@ -42,6 +42,16 @@ SIZES: dict[str, dict] = {
 }
 
 
+#: the solvers whose jobs want a GPU, per profile: the simulations at the paper's sizes (a loss
+#: and gradient of N T D P ≈ 10^11 multiply-adds at D = 800). A job runs on its worker's GPU when
+#: it has one whatever this says; the cost plan prices these jobs on a GPU.
+GPU_SOLVERS: dict[str, tuple[str, ...]] = {
+    "smoke": (),
+    "quick": (),
+    "paper": ("simulate", "simulate_finetune", "recalibration_scan"),
+}
+
+
 def size(profile: str, name: str):
     """The shared setting ``name`` of :data:`SIZES` for ``profile`` (a copy: lists are not
     shared between runs)."""

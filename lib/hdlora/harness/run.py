@@ -25,30 +25,85 @@ Each notebook starts with ``run = Run("02_pretraining_theory", out_dir, profile,
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 
 import pandas as pd
+from tqdm import tqdm
 
+from hdlora.harness.executors import (
+    InProcessExecutor,
+    executor_setting,
+    map_jobs,
+    open_executor,
+)
 from hdlora.harness.io import output_dirs, repo_root, save_figure, write_table
+from hdlora.harness.plan import (
+    Planned,
+    PlanningExecutor,
+    describe,
+    plan_file,
+    record,
+    stand_in,
+    stand_in_summary,
+)
 from hdlora.harness.profiles import check_profile, choose, size
-from hdlora.harness.tables import cached, provenance, run_table, snapshot_code
+from hdlora.harness.tables import (
+    cached,
+    call_solver,
+    provenance,
+    run_table,
+    snapshot_code,
+    solve_one,
+    table_jobs,
+)
 from hdlora.params import Params
+from hdlora.progress import progress_enabled
 
 
 class Run:
     """Output folders, cache and writers of one notebook run (see the module docstring)."""
 
     def __init__(
-        self, notebook: str, out_dir=None, profile: str = "quick", recompute: bool = False
+        self,
+        notebook: str,
+        out_dir=None,
+        profile: str = "quick",
+        recompute: bool = False,
+        executor: str | Executor | None = None,
     ) -> None:
         snapshot_code()  # the code this run imported keys its tables
         self.notebook = notebook
+        self.executor_setting = executor_setting(executor)
+        self._executor: Executor | None = None
+        self._close = contextlib.ExitStack()
         self.profile = check_profile(profile)
         self.recompute = bool(recompute)
         self.data_dir, self.fig_dir = output_dirs(out_dir, notebook)
         committed = repo_root() / "data"
         self._also_from = [committed] if committed.resolve() != self.data_dir.resolve() else []
         self._cached: set[str] = set()  # the names of this run's cached tables
+        self.plan = plan_file()  # HDLORA_PLAN: list the jobs, compute nothing (make plan)
+
+    @property
+    def executor(self) -> Executor:
+        """Where this run's jobs run (:func:`hdlora.harness.executors.open_executor` of the
+        ``executor`` setting, else of ``HDLORA_EXECUTOR``), opened at the first table computed
+        and shut down when the run is closed or garbage-collected. Not part of any cache key:
+        the numbers do not depend on it."""
+        if self._executor is None and self.plan is not None:
+            self._executor = PlanningExecutor()
+        if self._executor is None:
+            self._executor = self._close.enter_context(open_executor(self.executor_setting))
+            weakref.finalize(self, self._close.close)
+        return self._executor
+
+    def close(self) -> None:
+        """Shut down this run's executor (a process pool, a dask client)."""
+        self._close.close()
+        self._executor = None
 
     def choose(self, value, *, smoke, quick, paper):
         """``value`` if given (not None), else the setting of this run's profile."""
@@ -64,7 +119,14 @@ class Run:
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **key) -> pd.DataFrame:
         """``compute()`` cached as ``data/<name>.csv`` under :func:`cache_key` of ``key``, with its
         provenance record in ``data/provenance/<name>.json``."""
+        return self._table(name, compute, key, by_jobs=False)
+
+    def _table(self, name: str, compute: Callable, key: dict, by_jobs: bool) -> pd.DataFrame:
+        """:meth:`table`; ``by_jobs``: ``compute`` sends its jobs to :attr:`executor` (so that
+        a planning run can list them instead of running them)."""
         self._cached.add(name)
+        if self.plan is not None:
+            compute = self._planned(name, compute, by_jobs)
         return cached(
             self.data_dir / f"{name}.csv",
             provenance(table=name, **key),
@@ -72,6 +134,26 @@ class Run:
             recompute=self.recompute,
             also_from=self._also_from,
         )
+
+    def _planned(self, name: str, compute: Callable, by_jobs: bool) -> Callable:
+        """``compute`` of a planning run (:mod:`hdlora.harness.plan`): list the table's jobs
+        (run none) and return the committed table of that name as a stand-in."""
+
+        def listed() -> pd.DataFrame:
+            jobs = []
+            if by_jobs:
+                self.executor.jobs.clear()
+                try:
+                    compute()
+                except Planned:
+                    pass
+                jobs = [describe(fn, args) for fn, args in self.executor.jobs]
+            standin = stand_in(name, repo_root() / "data")
+            record(self.plan, notebook=self.notebook, profile=self.profile, table=name,
+                   by_jobs=by_jobs, jobs=jobs, **stand_in_summary(standin))  # fmt: skip
+            return standin
+
+        return listed
 
     def solve(
         self,
@@ -87,15 +169,20 @@ class Run:
         """:func:`hdlora.harness.tables.run_table` cached as ``data/<name>.csv``."""
         points, seeds = list(points), list(seeds)
         grid = {k: list(v) for k, v in (grid or {}).items()}
-        return self.table(
-            name,
-            lambda: run_table(solver, points, seeds=seeds, grid=grid, progress=progress, **kwargs),
-            solver=solver,
-            points=points,
-            seeds=seeds,
-            grid=grid,
-            kwargs=kwargs,
-        )
+
+        def compute():
+            return run_table(
+                solver,
+                points,
+                seeds=seeds,
+                grid=grid,
+                progress=progress,
+                executor=self.executor,
+                **kwargs,
+            )
+
+        key = dict(solver=solver, points=points, seeds=seeds, grid=grid, kwargs=kwargs)
+        return self._table(name, compute, key, True)
 
     def solve_jobs(
         self,
@@ -114,15 +201,27 @@ class Run:
         jobs = [dict(job) for job in jobs]
 
         def compute():
-            frames = []
+            tables = []
             for job in jobs:
                 args = {**common, **job}
                 point, assign = args.pop("point"), args.pop("assign", {})
-                rows = run_table(solver, [point], progress=progress, **args)
-                frames.append(rows.assign(**assign))
+                seeds, grid = args.pop("seeds", (0,)), args.pop("grid", None)
+                tables.append((point, seeds, grid, args, assign))
+            flat = [
+                (solver, p, s, c, args)
+                for point, seeds, grid, args, _ in tables
+                for p, s, c in table_jobs([point], seeds, grid)
+            ]
+            with tqdm(total=len(flat), desc=name, disable=not progress_enabled(progress)) as bar:
+                records = iter(map_jobs(solve_one, flat, self.executor, on_done=bar.update))
+            frames = []
+            for point, seeds, grid, _, assign in tables:
+                n = len(table_jobs([point], seeds, grid))
+                rows = [row for _ in range(n) for row in next(records)]
+                frames.append(pd.DataFrame(rows).assign(**assign))
             return pd.concat(frames, ignore_index=True)
 
-        return self.table(name, compute, solver=solver, jobs=jobs, common=common)
+        return self._table(name, compute, dict(solver=solver, jobs=jobs, common=common), True)
 
     def calls(
         self,
@@ -140,14 +239,17 @@ class Run:
         calls = [dict(call) for call in calls]
 
         def compute():
-            frames = []
-            for call in calls:
-                args = {**common, **call}
-                assign = args.pop("assign", {})
-                frames.append(solver(**args, progress=progress).assign(**assign))
-            return pd.concat(frames, ignore_index=True)
+            args = [{**common, **call} for call in calls]
+            assigns = [a.pop("assign", {}) for a in args]
+            here = isinstance(self.executor, InProcessExecutor)  # a bar only where it shows
+            jobs = [(solver, a, progress if here else False) for a in args]
+            frames = map_jobs(call_solver, jobs, self.executor)
+            return pd.concat(
+                [f.assign(**assign) for f, assign in zip(frames, assigns, strict=True)],
+                ignore_index=True,
+            )
 
-        return self.table(name, compute, solver=solver, calls=calls, common=common)
+        return self._table(name, compute, dict(solver=solver, calls=calls, common=common), True)
 
     def compare(
         self,

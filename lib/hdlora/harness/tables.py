@@ -29,11 +29,13 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from hdlora.harness.executors import map_jobs, open_executor
 from hdlora.harness.io import write_bytes, write_table
 from hdlora.params import Params
 from hdlora.progress import progress_enabled
@@ -273,6 +275,30 @@ def cached(
     return df
 
 
+def solve_one(solver: Callable, point: Params, seed: int, combo: dict, kwargs: dict) -> list:
+    """The records of one job of :func:`run_table`, as dicts (a job sent to an executor)."""
+    out = solver(point, seed=seed, progress=False, **combo, **kwargs)
+    return [rec.to_dict() for rec in (out if isinstance(out, list) else [out])]
+
+
+def call_solver(solver: Callable[..., pd.DataFrame], args: dict, progress) -> pd.DataFrame:
+    """``solver(**args, progress=progress)``: one job of :meth:`hdlora.harness.run.Run.calls`."""
+    return solver(**args, progress=progress)
+
+
+def table_jobs(
+    points: Iterable[Params],
+    seeds: Iterable[int] = (0,),
+    grid: Mapping[str, Iterable] | None = None,
+) -> list[tuple[Params, int, dict]]:
+    """The jobs ``(point, seed, grid values)`` of :func:`run_table`, in the order of its rows:
+    every point, every combination of the grid values, every seed."""
+    grid = dict(grid or {})
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    seeds = list(seeds)
+    return [(p, s, c) for p in points for c in combos for s in seeds]
+
+
 def run_table(
     solver: Callable,
     points: Iterable[Params],
@@ -281,20 +307,20 @@ def run_table(
     grid: Mapping[str, Iterable] | None = None,
     progress: bool | None = None,
     desc: str | None = None,
+    executor: str | Executor | None = None,
     **kwargs,
 ) -> pd.DataFrame:
     """``solver(point, seed=s, progress=False, **grid_values, **kwargs)`` for every point, every
     seed and every combination of the ``grid`` values (e.g. ``grid={"D": [100, 200]}``); one row
     per record (a solver may return a list of records, as
-    :func:`hdlora.simulation.recalibration_scan` does: one per (β, λ') of one run). The bar counts
-    evaluations."""
-    points = list(points)
-    grid = dict(grid or {})
-    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    jobs = [(p, c, s) for p in points for c in combos for s in seeds]
-    rows = []
+    :func:`hdlora.simulation.recalibration_scan` does: one per (β, λ') of one run). The jobs run
+    on ``executor`` (:func:`hdlora.harness.executors.open_executor`; default: this process),
+    the rows come in the order of the jobs whatever the executor. The bar counts evaluations."""
+    jobs = [(solver, p, s, c, kwargs) for p, s, c in table_jobs(points, seeds, grid)]
     name = desc or getattr(solver, "__name__", "solver")
-    for p, combo, s in tqdm(jobs, desc=name, disable=not progress_enabled(progress)):
-        out = solver(p, seed=s, progress=False, **combo, **kwargs)
-        rows.extend(rec.to_dict() for rec in (out if isinstance(out, list) else [out]))
-    return pd.DataFrame(rows)
+    with (
+        tqdm(total=len(jobs), desc=name, disable=not progress_enabled(progress)) as bar,
+        open_executor(executor) as pool,
+    ):
+        records = map_jobs(solve_one, jobs, pool, on_done=bar.update)
+    return pd.DataFrame([row for rows in records for row in rows])
