@@ -71,6 +71,20 @@ def test_cached_recomputes_when_the_key_changes(tmp_path):
     assert len(calls) == 3
 
 
+def test_a_recomputation_that_reproduces_the_numbers_rewrites_nothing(tmp_path):
+    path = tmp_path / "t.csv"
+    first = pd.DataFrame({"E": [0.25, 0.5], "wall_time": [1.0, 2.0], "n_iter": [10, 11]})
+    tables.cached(path, "k", lambda: first)
+    before = path.read_bytes()
+    again = first.assign(E=first["E"] * (1 + 1e-9), wall_time=[3.0, 4.0], n_iter=[12, 13])
+    df = tables.cached(path, "k", lambda: again, recompute=True)
+    assert path.read_bytes() == before  # another machine's times and optimiser path: no change
+    assert df["wall_time"].tolist() == [1.0, 2.0]  # and the table returned is the file's
+    moved = first.assign(E=first["E"] * (1 + 1e-5))
+    df = tables.cached(path, "k", lambda: moved, recompute=True)
+    assert path.read_bytes() != before and df["E"].iloc[0] == pytest.approx(0.25 * (1 + 1e-5))
+
+
 def test_cached_reads_a_committed_table_with_the_same_key(tmp_path):
     committed, out = tmp_path / "committed", tmp_path / "out"
     committed.mkdir()
