@@ -869,6 +869,49 @@ MUTANTS: list[Mutant] = [
         "Armijo constant 1e-4 → 1e-3 in the batched Newton",
         ("test_prox.py",),
     ),
+    # ---------------------------------------------------------------- paired gain, executors
+    M(
+        "simulation/paired.py",
+        "z_star_ext, z = z_star_pool[:n], z_pool[:n]",
+        "z_star_ext, z = z_star_pool[-n:], z_pool[:n]",
+        "uniform subset: teacher fields and student fields of different candidates",
+        ("test_paired.py",),
+    ),
+    M(
+        "simulation/paired.py",
+        "self.train = self._labelled(self.train.X, z_star_ext.to(**conv))",
+        "self.train = self._labelled(self.train.X.flip(0), z_star_ext.to(**conv))",
+        "uniform protocol: other training sequences than the active one (not paired)",
+        ("test_paired.py",),
+    ),
+    M(
+        "harness/paired.py",
+        'return (wide["uniform"] - wide["active"]).rename("gain")',
+        'return (wide["active"] - wide["uniform"]).rename("gain")',
+        "gain of a run with its sign flipped",
+        ("test_paired.py",),
+    ),
+    M(
+        "harness/paired.py",
+        'row["sim"], row["sim_se"] = fit_intercept(1.0 / x, y, se)',
+        'row["sim"], row["sim_se"] = fit_intercept(x, y, se)',
+        "gain extrapolated in D instead of 1/D",
+        ("test_paired.py",),
+    ),
+    M(
+        "harness/executors.py",
+        "            reraise(caught)\n",
+        "",
+        "a job's warnings dropped by the executor",
+        ("test_executors.py",),
+    ),
+    M(
+        "harness/tables.py",
+        'RECOMPUTE_IGNORES = OPTIMISER_DIAGNOSTICS + r"|message|info_device"',
+        'RECOMPUTE_IGNORES = OPTIMISER_DIAGNOSTICS + r"|message|info_device|E"',
+        "a recomputed cache kept although a result column moved",
+        ("test_harness.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")

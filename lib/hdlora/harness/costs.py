@@ -40,6 +40,7 @@ FAMILY = {
     "simulate": "pipeline",
     "recalibration_scan": "pipeline",
     "simulate_finetune": "finetune_only",
+    "simulate_paired": "finetune_only",
 }
 FEATURES = ("one", "evals_pre", "evals_ft", "work_pre", "work_ft", "test")
 #: the point's fields that identify it in the model of the number of evaluations
@@ -58,6 +59,8 @@ def sizes(job: dict) -> dict:
     fits = 1
     if solver == "recalibration_scan":
         fits = int(job.get("n_betas", 1)) * int(job.get("n_lam_fts", 1))
+    if solver == "simulate_paired":  # both selections at every λ'
+        fits = 2 * int(job.get("n_lam_fts", 1))
     if job.get("finetune") is False or job.get("finetune") == "False":
         fits = 0
     return dict(

@@ -48,7 +48,7 @@ SIZES: dict[str, dict] = {
 GPU_SOLVERS: dict[str, tuple[str, ...]] = {
     "smoke": (),
     "quick": (),
-    "paper": ("simulate", "simulate_finetune", "recalibration_scan"),
+    "paper": ("simulate", "simulate_finetune", "simulate_paired", "recalibration_scan"),
 }
 
 

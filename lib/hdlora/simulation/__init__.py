@@ -7,7 +7,9 @@ several β and λ'), :mod:`~hdlora.simulation.finetune_only` (:class:`FinetuneEx
 :func:`simulate_finetune`: fine-tuning alone on a frozen map given by Q0, Q, M, the frozen
 fields drawn from the law 𝒬 of Result 1), :mod:`~hdlora.simulation.starts` (several starts per
 stage, the one fine-tuning stage of both simulators), :mod:`~hdlora.simulation.measure` (order
-parameters, errors, measured noise), :mod:`~hdlora.simulation.active` (Algorithm 1) and
+parameters, errors, measured noise), :mod:`~hdlora.simulation.active` (Algorithm 1),
+:mod:`~hdlora.simulation.paired` (:func:`~hdlora.simulation.paired.simulate_paired`: uniform and
+Algorithm 1's selection of one pool, the paired gain of Fig. 4) and
 :mod:`~hdlora.simulation.lbfgs` (the L-BFGS minimiser)."""
 
 from hdlora.simulation.experiment import Experiment
