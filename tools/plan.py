@@ -30,7 +30,7 @@ import pandas as pd
 from nbclient import NotebookClient
 from papermill.parameterize import parameterize_notebook
 
-from hdlora.harness.costs import CostModel, price_table, wall_seconds
+from hdlora.harness.costs import CostModel, machine_speed, price_table, wall_seconds
 from hdlora.harness.io import write_bytes
 from hdlora.harness.plan import read_plan
 from hdlora.harness.profiles import GPU_SOLVERS
@@ -89,7 +89,9 @@ def readme_block(table: pd.DataFrame, meta: dict) -> str:
     """The README's plan: the command, when and where, and the table (hours)."""
     head = (
         f"\n`make plan PROFILE={meta['profile']}` (commit {meta['commit'][:7]}, {meta['date']}; "
-        f"{meta['seconds']:.0f} s to list and price the jobs). GPU hours are assumed, not "
+        f"{meta['seconds']:.0f} s to list and price the jobs). CPU hours are one core of the "
+        f"machine that made the plan, which takes {meta['speed']:.2f} times the seconds of the "
+        "one that measured the committed tables (`machine_speed`). GPU hours are assumed, not "
         "measured (`hdlora.harness.costs.GPU_ASSUMPTIONS`); wall hours are lower bounds.\n\n"
     )
     cells = table.round(2).astype(str).to_numpy().tolist()
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--notebooks", nargs="+", default=None)
     ap.add_argument("--cell-timeout", type=int, default=120)
     ap.add_argument("--record", type=Path, default=None)
+    ap.add_argument("--no-calibrate", action="store_true",
+                    help="price CPU time on the machine of the committed tables")  # fmt: skip
     args = ap.parse_args(argv)
 
     names = args.notebooks or sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
@@ -115,6 +119,9 @@ def main(argv=None) -> int:
                                  args.cell_timeout)  # fmt: skip
         print(f"{name}: listed; cells {failed[name]}", file=sys.stderr)
     model = CostModel.fit(ROOT / "data")
+    if not args.no_calibrate:  # CPU hours of this machine, not of the committed tables' one
+        model.speed = machine_speed(model)
+    print(f"machine speed factor: {model.speed:.2f}", file=sys.stderr)
     gpu = GPU_SOLVERS[args.profile]
     priced = pd.DataFrame([price_table(e, model, gpu) for e in read_plan(plan)])
     if priced.empty:
@@ -128,7 +135,7 @@ def main(argv=None) -> int:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()  # fmt: skip
         meta = dict(profile=args.profile, commit=commit, date=datetime.date.today().isoformat(),
-                    seconds=time.perf_counter() - t0)  # fmt: skip
+                    seconds=time.perf_counter() - t0, speed=model.speed)  # fmt: skip
         record = dict(meta, notebooks=table.to_dict("records"), tables=priced.to_dict("records"))
         path = args.record if args.record.is_absolute() else ROOT / args.record
         write_bytes(path, (json.dumps(record, indent=1, default=float) + "\n").encode())

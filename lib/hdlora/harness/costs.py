@@ -20,6 +20,11 @@ dimension :math:`D` is modelled as :math:`\log E = a_{\rm point} + \gamma \log D
 :math:`\gamma` per simulator and stage, an intercept per point measured (the median intercept for
 a point never measured).
 
+The committed times were measured on whatever machine computed the tables; another machine runs
+at another speed. :func:`machine_speed` measures it: two small simulations (D = 60) timed here
+against the model's prediction, whose ratio :attr:`CostModel.speed` then multiplies every CPU
+prediction (a factor per machine, like the reference run of a benchmark suite).
+
 A theory job costs what its committed table cost (the sum of its ``wall_time``), scaled by the
 ratio of Monte-Carlo samples. GPU times are not measured (no GPU was lent to this project): they
 are the CPU model with :data:`GPU_ASSUMPTIONS`, and are labelled as assumed.
@@ -111,6 +116,8 @@ class CostModel:
     coefficients: dict[str, list[float]] = field(default_factory=dict)
     gamma: dict[str, float] = field(default_factory=dict)
     intercepts: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: this machine's seconds per second of the machine that measured the committed tables
+    speed: float = 1.0
 
     @classmethod
     def fit(cls, data_dir: str | Path) -> CostModel:
@@ -154,6 +161,8 @@ class CostModel:
         size = sizes(job)
         x = features(size, self.evaluations(job, "pre"), self.evaluations(job, "ft"))
         c = np.array(self.coefficients[FAMILY[job.get("solver", "simulate")]])
+        if not gpu:
+            c = c * self.speed
         if gpu:
             c = c.copy()
             c[3:] /= GPU_ASSUMPTIONS["speedup_on_work"]
@@ -207,3 +216,27 @@ def wall_seconds(priced: pd.DataFrame, workers: int, gpu: bool = False) -> float
     column = "gpu_seconds" if gpu else "cpu_seconds"
     longest = priced["longest_job_seconds"] * priced[column] / priced["cpu_seconds"]
     return max(float(priced[column].sum()) / workers, float(longest.max()))
+
+
+def machine_speed(model: CostModel, D: int = 60, seeds: tuple[int, ...] = (8, 9)) -> float:
+    """Measured over predicted seconds of the pipeline simulation at Fig. 3's caption point
+    (λ = 0.1, λ' = 0.5, fresh sequences) at dimension ``D`` for ``seeds``, on this machine and
+    its current thread settings (a few seconds): the :attr:`CostModel.speed` of this machine."""
+    import time
+    import warnings
+
+    from hdlora.params import Params
+    from hdlora.simulation import simulate
+
+    point = Params(T=2, kappa0=0.5, kappa=1.0, Delta=0.5, alpha=0.2, alpha_ft=3.0, lam=0.1,
+                   lam_ft=0.5)  # fmt: skip
+    job = dict(solver="simulate", D=D, **point.to_dict())
+    measured = 0.0
+    for seed in seeds:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            simulate(point, D=D, seed=seed, progress=False, device="cpu")
+        measured += time.perf_counter() - t0
+    unscaled = CostModel(model.coefficients, model.gamma, model.intercepts)
+    return measured / (len(seeds) * unscaled.seconds(job))
