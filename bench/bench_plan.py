@@ -2,7 +2,7 @@
 
 Fits :class:`hdlora.harness.costs.CostModel` to the committed tables, measures this machine's
 speed against the one that computed them (:func:`~hdlora.harness.costs.machine_speed`: two
-simulations at D = 60), then runs jobs it has never seen: the pipeline ``simulate`` at the
+simulations at D = 100), then runs jobs it has never seen: the pipeline ``simulate`` at the
 Fig. 3 caption point (T = 2, κ0 = 0.5, κ = 1, Δ = 0.5, α = 0.2, α' = 3, λ = 0.1, λ' = 2) at
 D = 70, 140 and 280 (Fig. 3's quick profile runs D = 50, 100, 200), seed 7, one thread.
 Prints, per size, the predicted seconds (without and with the machine's speed), the measured
@@ -35,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = CostModel.fit(ROOT / "data")
     model.speed = machine_speed(model)  # this machine against the one of the committed tables
-    print(f"machine speed factor (D = 60, two seeds): {model.speed:.3f}", flush=True)
+    print(f"machine speed factor (D = 100, two seeds): {model.speed:.3f}", flush=True)
     rows = []
     for D in SIZES:
         job = dict(solver="simulate", D=D, **POINT.to_dict())

@@ -114,14 +114,14 @@ def main(argv=None) -> int:
     names = args.notebooks or sorted(p.stem for p in (ROOT / "notebooks").glob("*.py"))
     plan = Path(tempfile.mkdtemp(prefix="hdlora-plan-")) / "plan.jsonl"
     t0, failed = time.perf_counter(), {}
+    model = CostModel.fit(ROOT / "data")
+    if not args.no_calibrate:  # CPU hours of this machine, measured before any kernel starts
+        model.speed = machine_speed(model)
+    print(f"machine speed factor: {model.speed:.2f}", file=sys.stderr)
     for name in names:
         failed[name] = list_jobs(ROOT / "notebooks" / f"{name}.py", args.profile, plan,
                                  args.cell_timeout)  # fmt: skip
         print(f"{name}: listed; cells {failed[name]}", file=sys.stderr)
-    model = CostModel.fit(ROOT / "data")
-    if not args.no_calibrate:  # CPU hours of this machine, not of the committed tables' one
-        model.speed = machine_speed(model)
-    print(f"machine speed factor: {model.speed:.2f}", file=sys.stderr)
     gpu = GPU_SOLVERS[args.profile]
     priced = pd.DataFrame([price_table(e, model, gpu) for e in read_plan(plan)])
     if priced.empty:
