@@ -40,6 +40,7 @@ class InProcessExecutor(Executor):
     """Runs each job at once, in the calling process (the default executor)."""
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        """Run ``fn`` at once, here; its result (or its error) in a finished future."""
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))

@@ -37,6 +37,7 @@ class PlanningExecutor(Executor):
         self.jobs: list[tuple[Callable, tuple]] = []
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        """Record the job ``fn(*args)``; its future fails with :class:`Planned` (nothing runs)."""
         self.jobs.append((fn, args))
         future: Future = Future()
         future.set_exception(Planned())

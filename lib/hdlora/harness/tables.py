@@ -239,7 +239,10 @@ def stale_tables(data_dir: str | Path) -> dict[str, str]:
 
 
 #: columns a recomputed cache may change without rewriting its file: the optimiser's path and
-#: the wall time, the solver's message (it prints objectives) and the device it ran on
+#: the wall time, the solver's message (it prints objectives) and the device it ran on (a
+#: regular expression; see the source)
+#:
+#: :meta hide-value:
 RECOMPUTE_IGNORES = OPTIMISER_DIAGNOSTICS + r"|message|info_device"
 
 
