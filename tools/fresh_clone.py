@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hdlora.harness.io import write_bytes
+from hdlora.harness.io import replace_between, write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -139,8 +139,7 @@ def write_readme(runs: list[dict], readme: Path = ROOT / "README.md") -> None:
         (README_MARKERS, sentence(runs)),
         (RUNTIME_MARKERS, runtime_table(runs)),
     ):
-        start, end = (text.index(m) for m in markers)
-        text = text[: start + len(markers[0])] + block + text[end:]
+        text = replace_between(text, *markers, block)
     write_bytes(readme, text.encode())
 
 

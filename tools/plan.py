@@ -31,7 +31,7 @@ from nbclient import NotebookClient
 from papermill.parameterize import parameterize_notebook
 
 from hdlora.harness.costs import CostModel, machine_speed, price_table, wall_seconds
-from hdlora.harness.io import write_bytes
+from hdlora.harness.io import replace_between, write_bytes
 from hdlora.harness.plan import read_plan
 from hdlora.harness.profiles import GPU_SOLVERS
 
@@ -73,7 +73,7 @@ def summary(priced: pd.DataFrame, failed: dict[str, dict], workers: list[int]) -
     for name, g in groups:
         row = dict(notebook=name, tables=len(g), jobs=int(g["jobs"].sum()),
                    cpu_hours=g["cpu_seconds"].sum() / 3600,
-                   gpu_hours_assumed=g["gpu_seconds"].sum() / 3600,
+                   gpu_hours=g["gpu_seconds"].sum() / 3600,
                    unpriced_tables=int(g["cpu_seconds"].isna().sum()))  # fmt: skip
         for w in workers:
             row[f"wall_hours_{w}_cpus"] = wall_seconds(g, w) / 3600
@@ -91,8 +91,9 @@ def readme_block(table: pd.DataFrame, meta: dict) -> str:
         f"\n`make plan PROFILE={meta['profile']}` (commit {meta['commit'][:7]}, {meta['date']}; "
         f"{meta['seconds']:.0f} s to list and price the jobs). CPU hours are one core of the "
         f"machine that made the plan, which takes {meta['speed']:.2f} times the seconds of the "
-        "one that measured the committed tables (`machine_speed`). GPU hours are assumed, not "
-        "measured (`hdlora.harness.costs.GPU_ASSUMPTIONS`); wall hours are lower bounds.\n\n"
+        "one that measured the committed tables (`machine_speed`). GPU hours are an H200's "
+        "(`hdlora.harness.costs.GPU_MODEL`, measured by `bench/bench_gpu.py`); wall hours are "
+        "lower bounds.\n\n"
     )
     cells = table.round(2).astype(str).to_numpy().tolist()
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
@@ -142,8 +143,7 @@ def main(argv=None) -> int:
         readme = ROOT / "README.md"
         text = readme.read_text()
         if all(m in text for m in MARKERS):
-            start, end = (text.index(m) for m in MARKERS)
-            text = text[: start + len(MARKERS[0])] + readme_block(table, meta) + text[end:]
+            text = replace_between(text, *MARKERS, readme_block(table, meta))
             write_bytes(readme, text.encode())
     return 0
 

@@ -27,8 +27,15 @@ prediction (a factor per machine, like the reference run of a benchmark suite).
 
 A theory job costs what its committed table cost (the sum of its ``wall_time``), scaled by the
 ratio of Monte-Carlo samples and not by :attr:`CostModel.speed` (a fraction of a percent of the
-paper profile's plan). GPU times are not measured (no GPU was lent to this project): they
-are the CPU model with :data:`GPU_ASSUMPTIONS`, and are labelled as assumed.
+paper profile's plan). A record's ``wall_time`` runs from the data's draw to the end of the fits;
+the test measurement is not in it.
+
+A simulation on a GPU (:data:`GPU_MODEL`, measured by ``bench/bench_gpu.py`` on an H200) spends
+its time elsewhere: its data are drawn on the host CPU (one CPU generator per stream, so that a
+seed gives the same numbers on every device), and at the paper's sizes this draw, test sets
+included, is most of the job (a Fig. 2 point at D = 10⁴: about 80 of 109 s), the rest being the
+launches of each L-BFGS evaluation's kernels. Its multiply-adds are priced at an assumed speed-up
+over one CPU core, too small a share of the measured jobs to be measured.
 """
 
 from __future__ import annotations
@@ -51,9 +58,12 @@ FAMILY = {
 FEATURES = ("one", "evals_pre", "evals_ft", "work_pre", "work_ft", "test")
 #: the point's fields that identify it in the model of the number of evaluations
 POINT = ("T", "kappa0", "kappa", "Delta", "alpha", "alpha_ft", "lam", "lam_ft", "activation")
-#: a GPU: its per-evaluation overhead (kernel launches of one L-BFGS step, s) and its speed-up
-#: on the multiply-adds over one CPU core, float64 (H200: 67 TFLOP/s peak FP64). Assumed.
-GPU_ASSUMPTIONS = {"seconds_per_evaluation": 2e-3, "speedup_on_work": 300.0}
+#: a simulation on a GPU: the normal draws of its data per second (on the host CPU) and the
+#: seconds of one loss-and-gradient evaluation, fitted by ``bench/bench_gpu.py`` to 13 runs of a
+#: Fig. 2 point at D = 2500-10⁴ on an H200 (bench/results/gpu_fig2.json); the speed-up on the
+#: multiply-adds over one CPU core, float64 (H200: 67 TFLOP/s peak FP64), is assumed.
+GPU_MODEL = {"normals_per_second": 3.67e7, "seconds_per_evaluation": 6.9e-3,
+             "speedup_on_work": 300.0}  # fmt: skip
 
 
 def sizes(job: dict) -> dict:
@@ -69,14 +79,20 @@ def sizes(job: dict) -> dict:
         fits = 2 * int(job.get("n_lam_fts", 1))
     if job.get("finetune") is False or job.get("finetune") == "False":
         fits = 0
+    N = round(float(job["alpha"]) * D * D) if pretrains else 0
+    N_ft = round(float(job["alpha_ft"]) * D)
+    drawn = N + N_ft * (2 if solver == "simulate_paired" else 1) + 10 * D * (1 + pretrains)
     return dict(
-        D=D,
-        T=T,
-        P=round(float(job["kappa"]) * D),
-        N=round(float(job["alpha"]) * D * D) if pretrains else 0,
-        N_ft=round(float(job["alpha_ft"]) * D),
-        fits=fits,
+        D=D, T=T, P=round(float(job["kappa"]) * D), N=N, N_ft=N_ft, fits=fits, normals=drawn * T * D
     )
+
+
+def gpu_seconds(size: dict, evals: float, work: float) -> float:
+    """Seconds of one simulation on a GPU (:data:`GPU_MODEL`): ``size`` of :func:`sizes`,
+    ``evals`` loss-and-gradient evaluations, ``work`` their CPU seconds of multiply-adds."""
+    g = GPU_MODEL
+    return (size["normals"] / g["normals_per_second"] + evals * g["seconds_per_evaluation"]
+            + work / g["speedup_on_work"])  # fmt: skip
 
 
 def features(size: dict, evals_pre: float, evals_ft: float) -> np.ndarray:
@@ -157,18 +173,14 @@ class CostModel:
         return float(np.exp(a + self.gamma[key] * np.log(float(job["D"]))))
 
     def seconds(self, job: dict, gpu: bool = False) -> float:
-        """Predicted seconds of one simulation job (one core; ``gpu``: with
-        :data:`GPU_ASSUMPTIONS`)."""
+        """Predicted seconds of one simulation job (one core of this machine; ``gpu``: on a
+        GPU, :func:`gpu_seconds`)."""
         size = sizes(job)
         x = features(size, self.evaluations(job, "pre"), self.evaluations(job, "ft"))
         c = np.array(self.coefficients[FAMILY[job.get("solver", "simulate")]])
-        if not gpu:
-            c = c * self.speed
         if gpu:
-            c = c.copy()
-            c[3:] /= GPU_ASSUMPTIONS["speedup_on_work"]
-            c[1:3] = np.maximum(c[1:3], GPU_ASSUMPTIONS["seconds_per_evaluation"])
-        return float(x @ c)
+            return gpu_seconds(size, x[1] + x[2], float(x[3:5] @ c[3:5]))
+        return float(x @ c) * self.speed
 
 
 def _row_features(row: dict) -> np.ndarray:

@@ -79,6 +79,13 @@ def output_dirs(out_dir: str | os.PathLike | None, notebook: str = "default") ->
     return data, figures
 
 
+def replace_between(text: str, start: str, end: str, block: str) -> str:
+    """``text`` with what lies between the markers ``start`` and ``end`` (kept) replaced by
+    ``block``: the README's generated blocks."""
+    i, j = text.index(start) + len(start), text.index(end)
+    return text[:i] + block + text[j:]
+
+
 def write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     """Write ``payload`` to ``path`` atomically, unless the file already holds these bytes."""
     path = Path(path)

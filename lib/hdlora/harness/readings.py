@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hdlora.harness.io import replace_between
+
 COLUMNS = [
     "figure",
     "claim",
@@ -171,11 +173,6 @@ def render_errata(table: pd.DataFrame, link: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _replace_block(text: str, start: str, end: str, block: str) -> str:
-    i, j = text.index(start) + len(start), text.index(end)
-    return text[:i] + "\n" + block + "\n" + text[j:]
-
-
 def render_blocks(text: str, data_dir: Path) -> str:
     """``text`` (the README) with every block between :func:`markers` replaced by the rendering
     of ``data_dir/<name>_readings.csv``, and the block between ``<!-- errata -->`` markers by
@@ -185,8 +182,8 @@ def render_blocks(text: str, data_dir: Path) -> str:
         if not path.exists():
             raise FileNotFoundError(f"{path}: the README shows the readings of {name}")
         block = render_markdown(pd.read_csv(path, keep_default_na=False, na_values=[""]))
-        text = _replace_block(text, *markers(name), block)
+        text = replace_between(text, *markers(name), f"\n{block}\n")
     if "<!-- errata -->" in text:
         errata = render_errata(pd.read_csv(Path(data_dir) / "errata.csv"))
-        text = _replace_block(text, "<!-- errata -->", "<!-- /errata -->", errata)
+        text = replace_between(text, "<!-- errata -->", "<!-- /errata -->", f"\n{errata}\n")
     return text
