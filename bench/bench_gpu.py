@@ -149,13 +149,13 @@ def gpu_fit(runs) -> dict:
     )
 
 
-def cost_predictions(D: int, n_evals: float) -> dict:
-    """The cost plan's seconds for one run at D: CPU (the committed tables' machine) and GPU
+def cost_predictions(model, D: int, n_evals: float) -> dict:
+    """The cost plan's seconds for one run at D by ``model`` (a fitted
+    :class:`~hdlora.harness.costs.CostModel`): CPU (the committed tables' machine) and GPU
     (:data:`~hdlora.harness.costs.GPU_MODEL`), with the model's own number of evaluations, and
     on the GPU also with the number measured."""
-    from hdlora.harness.costs import CostModel, gpu_seconds, sizes
+    from hdlora.harness.costs import gpu_seconds, sizes
 
-    model = CostModel.fit(ROOT / "data")
     return dict(
         evals_ft_predicted=model.evaluations(job(D), "ft"),
         cpu_seconds_predicted=model.seconds(job(D)),
@@ -168,6 +168,7 @@ def report(records: Path) -> None:
     import pandas as pd
 
     from hdlora.harness.agreement import AGREEMENT_COLUMNS, agreement_table
+    from hdlora.harness.costs import CostModel
     from hdlora.harness.io import replace_between, write_bytes
 
     got = json.loads(records.read_text())
@@ -182,8 +183,12 @@ def report(records: Path) -> None:
         ft_test_error=("ft_test_error", "mean"),
         ft_test_error_sd=("ft_test_error", "std"),
     )
+    model = CostModel.fit(ROOT / "data")
     costs = pd.DataFrame(
-        [cost_predictions(int(D), float(r.evals)) | {"D": int(D)} for D, r in per_D.iterrows()]
+        [
+            cost_predictions(model, int(D), float(r.evals)) | {"D": int(D)}
+            for D, r in per_D.iterrows()
+        ]  # fmt: skip
     ).set_index("D")
     per_D = per_D.join(costs)
     fit = gpu_fit(got["runs"])

@@ -1,8 +1,8 @@
 r"""What a job costs, before it runs: a model fitted to the measured times of the committed tables.
 
 A simulation is one or two L-BFGS fits, each a number :math:`E` of loss-and-gradient evaluations
-(``info_pretrain_n_evals``, ``info_finetune_n_evals``: summed over the starts), plus the test
-measurement. Its time is modelled as
+(``info_pretrain_n_evals``, ``info_finetune_n_evals``: summed over the starts). Its time is
+modelled as
 
 .. math::
 
@@ -40,6 +40,7 @@ over one CPU core, too small a share of the measured jobs to be measured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
+
+from hdlora.simulation.measure import test_set_size
 
 #: simulator → the family whose coefficients price it
 FAMILY = {
@@ -81,7 +84,8 @@ def sizes(job: dict) -> dict:
         fits = 0
     N = round(float(job["alpha"]) * D * D) if pretrains else 0
     N_ft = round(float(job["alpha_ft"]) * D)
-    drawn = N + N_ft * (2 if solver == "simulate_paired" else 1) + 10 * D * (1 + pretrains)
+    test_sets = (1 + pretrains) * test_set_size(job.get("n_test"), D)  # one per stage
+    drawn = N + N_ft * (2 if solver == "simulate_paired" else 1) + test_sets
     return dict(
         D=D, T=T, P=round(float(job["kappa"]) * D), N=N, N_ft=N_ft, fits=fits, normals=drawn * T * D
     )
@@ -246,7 +250,7 @@ def machine_speed(model: CostModel, D: int = 100, seeds: tuple[int, ...] = (8, 9
     point = Params(T=2, kappa0=0.5, kappa=1.0, Delta=0.5, alpha=0.2, alpha_ft=3.0, lam=0.1,
                    lam_ft=0.5)  # fmt: skip
     job = dict(solver="simulate", D=D, **point.to_dict())
-    unscaled = CostModel(model.coefficients, model.gamma, model.intercepts)
+    unscaled = dataclasses.replace(model, speed=1.0)
     ratios = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
