@@ -98,13 +98,20 @@ def seed_deviations(grp: pd.DataFrame, column: str, theory: float) -> dict[str, 
     are independent) is the standard error of the mean deviation whatever the correlation."""
     if "seed" not in grp or not theory or not np.isfinite(theory):
         return {}
+    return {f"seed_rel_dev_{int(s)}": float((a - theory) / abs(theory))
+            for s, a in seed_intercepts(grp, column).items()}  # fmt: skip
+
+
+def seed_intercepts(grp: pd.DataFrame, column: str) -> dict:
+    """Per seed of one point's runs ``grp``: the intercept a of the least-squares line
+    ``column`` = a + b/D through that seed's runs (its mean when the point has one D); NaN when
+    the seed lacks one of the point's D."""
     Ds = np.sort(grp["D"].unique())
     A = np.stack([np.ones(len(Ds)), 1.0 / Ds], axis=1)[:, : min(len(Ds), 2)]
     out = {}
     for s, runs in grp.groupby("seed", sort=True):
         y = runs.groupby("D")[column].mean().reindex(Ds).to_numpy(float)
-        a = np.linalg.lstsq(A, y, rcond=None)[0][0] if np.all(np.isfinite(y)) else np.nan
-        out[f"seed_rel_dev_{int(s)}"] = float((a - theory) / abs(theory))
+        out[s] = np.linalg.lstsq(A, y, rcond=None)[0][0] if np.all(np.isfinite(y)) else np.nan
     return out
 
 

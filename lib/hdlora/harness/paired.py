@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hdlora.harness.agreement import seed_intercepts as agreement_seeds
+
 POINT = ["rho", "Delta_eff"]
 #: a gain is required to agree with the theory where, besides both replicons below 1, the starts
 #: of both protocols reached one minimum in at least this fraction of the runs at every D (the
@@ -39,9 +41,9 @@ def _tidy(df: pd.DataFrame, index: list[str]) -> pd.DataFrame:
     return df
 
 
-def _gain(df: pd.DataFrame, index: list[str], values: str = "ft_test_error") -> pd.Series:
+def _gain(df: pd.DataFrame, index: list[str]) -> pd.Series:
     """E'(uniform) − E'(active) per ``index``."""
-    wide = df.pivot(index=index, columns="selection", values=values)
+    wide = df.pivot(index=index, columns="selection", values="ft_test_error")
     return wide["uniform"] - wide["active"]
 
 
@@ -100,17 +102,12 @@ def theory_gains(theory: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_intercepts(gains: pd.DataFrame) -> pd.DataFrame:
-    """Per (rho, Delta_eff, λ', seed): the intercept a of the least-squares line
-    gain = a + b/D through that seed's runs (its gain when there is one D); NaN when the seed
-    lacks one of the point's D."""
+    """Per (rho, Delta_eff, λ', seed): the intercept of gain = a + b/D through that seed's runs
+    (:func:`hdlora.harness.agreement.seed_intercepts`)."""
     rows = []
     for key, g in gains.groupby([*POINT, "lam_ft"], sort=False):
-        Ds = np.sort(g["D"].unique())
-        A = np.stack([np.ones(len(Ds)), 1.0 / Ds], axis=1)[:, : min(len(Ds), 2)]
-        for seed, runs in g.groupby("seed"):
-            y = runs.set_index("D")["gain"].reindex(Ds).to_numpy(float)
-            a = np.linalg.lstsq(A, y, rcond=None)[0][0] if np.isfinite(y).all() else np.nan
-            rows.append(dict(zip([*POINT, "lam_ft"], key, strict=True), seed=seed, gain=a))
+        point = dict(zip([*POINT, "lam_ft"], key, strict=True))
+        rows += [point | dict(seed=s, gain=a) for s, a in agreement_seeds(g, "gain").items()]
     return pd.DataFrame(rows)
 
 
