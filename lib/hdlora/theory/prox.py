@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hdlora.theory import compiled
 from hdlora.theory.newton import minimize_starts
 from hdlora.theory.rowops import softmax_last, sum_last
-from hdlora.theory.symmetric import embedding, multiplicity, to_matrix
+from hdlora.theory.symmetric import embedding, multiplicity, positions, to_matrix
 
 
 @dataclass
@@ -127,6 +128,7 @@ def pretrain_prox(
     starts: tuple[str, ...] = ("z_tilde", "z_star"),
     tol: float = 1e-10,
     max_iter: int = 100,
+    backend: str | None = None,
 ) -> ProxResult:
     r"""Prox(z*, z̃) of eq. (41) for a batch.
 
@@ -139,6 +141,8 @@ def pretrain_prox(
     warm : (n, L) optional warm start (e.g. the previous fixed-point iteration's proximal).
     starts : which of "z_tilde", "z_star" to also start from (softmax).
     tol : stationarity tolerance on max |∂F/∂h|.
+    backend : the damped Newton's implementation, "numba" (None) or "numpy"
+        (:data:`hdlora.theory.newton.BACKENDS`).
     """
     if not V > 0:
         raise ValueError(f"V must be > 0, got V={V!r}")
@@ -170,7 +174,9 @@ def pretrain_prox(
     inits = [warm] if warm is not None else []
     inits += [{"z_tilde": z_tilde, "z_star": z_star}[name] for name in starts]
     scale = min(1.0, V)  # stationarity residual max|∇F| · min(1, V): see the module docstring
-    best = minimize_starts(inits, objective, scale, tol, max_iter, "pre-training")
+    data = {"Y": Y, "x_tilde": z_tilde, "pen": V * s, "pos": positions(T)}
+    solve = compiled.batch_solver(backend, objective, compiled.PRETRAIN, data)
+    best = minimize_starts(inits, solve, scale, tol, max_iter, "pre-training")
     return ProxResult(
         h=best.x,
         hessian=best.H,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdlora.theory import rowops
+from hdlora.theory import compiled, rowops
 from hdlora.theory.newton import minimize_starts
 from hdlora.theory.prox import softmax_row_terms
 
@@ -98,6 +98,7 @@ def finetune_prox(
     both_signs: bool = True,
     tol: float = 1e-10,
     max_iter: int = 100,
+    backend: str | None = None,
 ) -> FinetuneProxResult:
     r"""prox(χ*, χ̃, z*, z) of eq. (64) for a batch.
 
@@ -109,6 +110,8 @@ def finetune_prox(
     q0 : the teacher's q0 (1 in the paper).
     warm : (n, T) optional warm start.
     both_signs : also start from χ̃ and −χ̃ (always when there is no warm start).
+    backend : the damped Newton's implementation, "numba" (None) or "numpy"
+        (:data:`hdlora.theory.newton.BACKENDS`).
     """
     if not v > 0:
         raise ValueError(f"v must be > 0, got v={v!r}")
@@ -130,7 +133,10 @@ def finetune_prox(
     if both_signs or warm is None:
         inits += [chi_tilde, -chi_tilde]
     scale = min(1.0, v)
-    best = minimize_starts(inits, objective, scale, tol, max_iter, "fine-tuning")
+    kind = compiled.FINETUNE_LINEAR if activation == "linear" else compiled.FINETUNE_SOFTMAX
+    data = {"Y": Y, "Z_base": Z_base, "x_tilde": chi_tilde, "pen": np.full(T, float(v))}
+    solve = compiled.batch_solver(backend, objective, kind, data)
+    best = minimize_starts(inits, solve, scale, tol, max_iter, "fine-tuning")
     _, _, _, G = loss_terms(best.x, Z_base, Y, activation, need_hess=False)
     return FinetuneProxResult(
         chi=best.x,

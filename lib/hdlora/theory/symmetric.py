@@ -35,6 +35,16 @@ def embedding(T: int) -> np.ndarray:
     return E
 
 
+@functools.lru_cache(maxsize=16)
+def positions(T: int) -> np.ndarray:
+    """(T, T) integer array: the entry k (of the L entries a ≤ b) that holds position (a, c)."""
+    a, b = upper_indices(T)
+    pos = np.empty((T, T), dtype=np.int64)
+    pos[a, b] = np.arange(len(a))
+    pos[b, a] = np.arange(len(a))
+    return pos
+
+
 def to_matrix(h: np.ndarray, T: int) -> np.ndarray:
     """(..., L) upper entries → (..., T, T) symmetric matrices."""
     return (h @ embedding(T).T).reshape(h.shape[:-1] + (T, T))
