@@ -200,3 +200,27 @@ def test_standard_errors_near_lambda_c_warn_instead_of_crashing():
     with _pytest.warns(ConvergenceWarning, match="standard errors unavailable"):
         r = _pretrain(p, n_mc=5000, seed=0, progress=False)
     assert r.converged and r.Q >= 0 and "standard errors unavailable" in r.message
+
+
+def test_variance_shares_against_a_simulated_linear_fixed_point():
+    """x̂ = (I − J)⁻¹ (b + ε) with independent map noises ε_j (diagonal S) and a test-set
+    noise: the share of each source is the variance of f(x̂) with that source alone, over the
+    total, both measured by simulation."""
+    from hdlora.theory.precision import FixedPointCovariance, variance_shares
+
+    rng = np.random.default_rng(4)
+    J = 0.4 * rng.standard_normal((3, 3))
+    S = np.diag([0.5, 2.0, 0.2])
+    grad, se_test = np.array([1.0, -0.7, 0.3]), 0.6
+    A = np.linalg.inv(np.eye(3) - J)
+    fc = FixedPointCovariance(cov=A @ S @ A.T, jacobian=J, spectral_radius=0.0, map_cov=S)
+    shares = variance_shares(grad, fc, se_test)
+
+    n = 400_000
+    eps = rng.standard_normal((n, 3)) * np.sqrt(np.diag(S))
+    test = se_test * rng.standard_normal(n)
+    alone = [np.var(grad @ A @ (eps * (np.arange(3) == j)).T) for j in range(3)]
+    alone.append(np.var(test))
+    total = np.var(grad @ A @ eps.T + test)
+    assert np.allclose(shares, np.array(alone) / total, atol=0.01)
+    assert shares.sum() == pytest.approx(1.0)

@@ -226,8 +226,9 @@ def _absmax(v):
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter):
-    """Damped Newton from x0 (n, k) on every sample; writes x, f, g, H and the iterations."""
+def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals):
+    """Damped Newton from x0 (n, k) on every sample; writes x, f, g, H, the iterations and the
+    evaluations of each sample."""
     n, k = x0.shape
     T = Y.shape[1]
     for i in numba.prange(n):
@@ -239,7 +240,7 @@ def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter):
         H_try, L = np.empty((k, k)), np.empty((k, k))
         fi = _objective(kind, xi, i, Y, Zb, xt, pen, pos, True, gi, Hi, Z, G, B, W)
         gmax = _absmax(gi)
-        it = 0
+        it, evals = 0, 1
         while gmax > tol and it < max_iter:
             it += 1
             _newton_step(Hi, gi, step, L, y)
@@ -248,6 +249,7 @@ def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter):
                 slope += gi[j] * step[j]
             t, accepted = 1.0, False
             for _ in range(HALVINGS):
+                evals += 1
                 for j in range(k):
                     x_try[j] = xi[j] + t * step[j]
                 f_try = _objective(
@@ -268,6 +270,7 @@ def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter):
             gmax = _absmax(gi)
         f[i] = fi
         n_iter[i] = it
+        n_evals[i] = evals
 
 
 def _dummy() -> np.ndarray:
@@ -283,7 +286,8 @@ def minimize_batch(
     (T, T) the entry of each matrix position (pre-training)."""
     n, k = x0.shape
     x, g = np.empty((n, k)), np.empty((n, k))
-    H, f, n_iter = np.empty((n, k, k)), np.empty(n), np.zeros(n, dtype=np.int64)
+    H, f = np.empty((n, k, k)), np.empty(n)
+    n_iter, n_evals = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     Y = np.ascontiguousarray(data["Y"], dtype=np.float64)
     Zb = np.ascontiguousarray(data.get("Z_base", _dummy()), dtype=np.float64)
     pos = np.ascontiguousarray(data.get("pos", np.zeros((1, 1), dtype=np.int64)))
@@ -302,8 +306,17 @@ def minimize_batch(
         g,
         H,
         n_iter,
+        n_evals,
     )
-    return BatchMinimum(x, f, g, H, int(n_iter.max(initial=0)))
+    return BatchMinimum(
+        x=x,
+        f=f,
+        g=g,
+        H=H,
+        n_iter=int(n_iter.max(initial=0)),
+        n_steps=int(n_iter.sum()),
+        n_evals=int(n_evals.sum()),
+    )
 
 
 def batch_solver(backend, objective: Objective, kind: int, data: dict):

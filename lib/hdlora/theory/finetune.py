@@ -50,7 +50,7 @@ from hdlora.theory.laws import (
     noise_variance,
     side_fields,
 )
-from hdlora.theory.precision import gradient, propagate
+from hdlora.theory.precision import gradient, propagate, variance_shares
 from hdlora.theory.prox_finetune import FinetuneProxResult, finetune_prox
 from hdlora.theory.replicon import finetune_replicon
 
@@ -462,4 +462,7 @@ def _observable_se(stage: FinetuneStage, pre, sol, test_se, beta):
         ft_train_error_se=L_se,
     )
     info = {"jacobian_spectral_radius": fc.spectral_radius, "v_se": float(fc.se()[2])}
+    shares = variance_shares(np.append(grads[0], 0.0), fc, E_se)  # ℰ' does not depend on v
+    for name, share in zip(("m_hat", "q_hat", "v_hat", "test"), shares, strict=True):
+        info[f"ft_test_error_var_share_{name}"] = float(share)
     return se, info

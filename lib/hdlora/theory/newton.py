@@ -59,13 +59,17 @@ def use_backend(backend: str):
 
 @dataclass
 class BatchMinimum:
-    """``x`` (n, k), ``f`` (n,), ``g`` (n, k), ``H`` (n, k, k) at the last iterate; ``n_iter``."""
+    """``x`` (n, k), ``f`` (n,), ``g`` (n, k), ``H`` (n, k, k) at the last iterate; ``n_iter``
+    (the most iterations of a sample); the work, where counted (the compiled backend): ``n_steps``
+    Newton steps and ``n_evals`` evaluations of F, ∇F, ∇²F, summed over the samples."""
 
     x: np.ndarray
     f: np.ndarray
     g: np.ndarray
     H: np.ndarray
     n_iter: int
+    n_steps: int | None = None
+    n_evals: int | None = None
 
 
 def newton_step(H: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -87,6 +87,20 @@ def propagate(grad: np.ndarray, cov: np.ndarray, se_test: float = 0.0) -> float:
     return float(np.sqrt(max(grad @ cov @ grad, 0.0) + se_test**2))
 
 
+def variance_shares(grad: np.ndarray, fc: FixedPointCovariance, se_test: float = 0.0):
+    r"""Where the variance of an observable f(x̂) comes from: se² = cᵀ S c + se²_test with
+    c = Aᵀ∇f, A = (I − J)⁻¹ and S = Cov(G_n) the covariance of the map's components (the noise of
+    the conjugate estimators, e.g. m̂, q̂, v̂, as it reaches the map). Returns (k + 1,): the
+    shares c_j (S c)_j / se² of each component j (they add up with cross terms included, so one
+    can be slightly negative) and the share se²_test / se² of the test samples."""
+    grad = np.asarray(grad, dtype=float)
+    A = np.linalg.inv(np.eye(len(fc.jacobian)) - fc.jacobian)
+    c = A.T @ grad
+    parts = np.append(c * (fc.map_cov @ c), se_test**2)
+    total = parts.sum()
+    return parts / total if total > 0 else np.full(len(parts), np.nan)
+
+
 def gradient(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rel_step: float = 1e-4):
     """Central-difference gradient(s) of f (returns (k,) or (m, k) for vector f)."""
     x = np.asarray(x, dtype=float)
