@@ -48,7 +48,7 @@ JOBS ?= 2
 ifeq ($(JOBS),1)
 THREAD_ENV :=
 else
-THREAD_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+THREAD_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 endif
 
 figures: $(STAMP) ## execute the notebooks whose source or library changed (JOBS=2 at once); write data/ and figures/

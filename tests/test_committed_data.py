@@ -34,3 +34,20 @@ def test_the_readme_states_the_recorded_fresh_clone_runs():
     assert readme[readme.index(start) + len(start) : readme.index(end)] == tool.sentence(runs)
     start, end = tool.RUNTIME_MARKERS
     assert readme[readme.index(start) + len(start) : readme.index(end)] == tool.runtime_table(runs)
+
+
+def test_the_readme_states_the_recorded_benchmarks():
+    """The README's precision and sweep blocks are those that bench_precision.py and
+    bench_sweep.py write from their records under bench/results/ (never typed by hand)."""
+    import importlib.util
+    import json
+
+    root = repo_root()
+    readme = (root / "README.md").read_text()
+    for name in ("bench_precision", "bench_sweep"):
+        spec = importlib.util.spec_from_file_location(name, root / "bench" / f"{name}.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        record = json.loads(bench.RESULT.read_text())
+        start, end = bench.MARKERS
+        assert readme[readme.index(start) + len(start) : readme.index(end)] == bench.block(record)

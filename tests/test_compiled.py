@@ -7,7 +7,6 @@ test_theory_finetune.py on the default backend, the compiled one."""
 
 import warnings
 
-import numba
 import numpy as np
 import pytest
 
@@ -104,19 +103,6 @@ def test_newton_step_flips_negative_curvature_like_the_reference():
             ref = newton_step(H[None], g[None])[0]
             assert np.allclose(step, ref, rtol=1e-9, atol=1e-12)
             assert g @ step < 0  # a descent direction either way
-
-
-def test_results_do_not_depend_on_the_thread_count():
-    zs, zt = _pretrain_samples(3, 2000, seed=11)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = pretrain_prox(zs, zt, 1.0, 3, backend="numba").h
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = pretrain_prox(zs, zt, 1.0, 3, backend="numba").h
-    finally:
-        numba.set_num_threads(before)
-    assert np.array_equal(one, many)
 
 
 def test_a_whole_prediction_agrees_between_backends():

@@ -36,12 +36,7 @@ from pathlib import Path
 from hdlora.harness.io import replace_between, write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMBA_NUM_THREADS",
-)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def git(*args: str, cwd: Path) -> str:

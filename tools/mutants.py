@@ -912,6 +912,49 @@ MUTANTS: list[Mutant] = [
         "a recomputed cache kept although a result column moved",
         ("test_harness.py",),
     ),
+    # ---------------------------------------------------------------- the compiled proximal
+    M(
+        "theory/compiled.py",
+        "        g[k] += d / pen[k]\n",
+        "        g[k] += 2.0 * d / pen[k]\n",
+        "compiled proximal: the penalty's gradient twice too large",
+        ("test_compiled.py",),
+    ),
+    M(
+        "theory/compiled.py",
+        "            B[a, i, i] += 2.0 * (a_i - S * p_i)\n",
+        "            B[a, i, i] += 2.0 * a_i\n",
+        "compiled softmax row Hessian without the −S p term on its diagonal",
+        ("test_compiled.py",),
+    ),
+    M(
+        "theory/compiled.py",
+        "                G[a, j] = 2.0 * r / T\n",
+        "                G[a, j] = 2.0 * r\n",
+        "compiled linear row: the gradient without the 1/T of σ(x) = x/T",
+        ("test_compiled.py",),
+    ),
+    M(
+        "theory/compiled.py",
+        "                    s += x[a] * x[a] * B[a, c, d]\n",
+        "                    s += x[a] * B[a, c, d]\n",
+        "compiled fine-tuning Hessian with Σ_a χ_a B_a instead of Σ_a χ_a² B_a",
+        ("test_compiled.py",),
+    ),
+    M(
+        "theory/compiled.py",
+        "        c /= max(abs(w[m]), floor)\n",
+        "        c /= max(w[m], floor)\n",
+        "compiled Newton step: negative curvature not flipped (not a descent direction)",
+        ("test_compiled.py",),
+    ),
+    M(
+        "theory/precision.py",
+        "    parts = np.append(c * (fc.map_cov @ c), se_test**2)\n",
+        "    parts = np.append(c * (fc.map_cov @ grad), se_test**2)\n",
+        "variance shares without the propagation (I − J)⁻¹ on one side",
+        ("test_precision.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")

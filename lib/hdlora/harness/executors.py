@@ -33,12 +33,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "NUMBA_NUM_THREADS",
-)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class InProcessExecutor(Executor):
@@ -57,11 +52,9 @@ class InProcessExecutor(Executor):
 def _one_thread() -> None:
     """Worker initialiser: one BLAS/OpenMP thread per worker (the workers share the cores)."""
     os.environ.update({name: "1" for name in THREAD_VARIABLES})
-    import numba
     import torch
 
     torch.set_num_threads(1)
-    numba.set_num_threads(1)  # the variable alone is too late where numba is already imported
 
 
 def _count(text: str, name: str) -> int | None:

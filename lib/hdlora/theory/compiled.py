@@ -15,8 +15,9 @@ same algorithm to its end in registers and small scratch arrays:
   (max|∇F| ≤ tol, or a failed line search).
 
 The numpy path is the reference: tests/test_compiled.py holds the two to 1e-10 on the same
-samples. ``parallel=True`` spreads the samples over NUMBA_NUM_THREADS threads (the Makefile
-sets one per notebook when two run at once); the result does not depend on the thread count.
+samples. The kernel runs on one thread: `make figures` runs a notebook per core, and a
+numba thread pool (``parallel=True``) on the OpenMP layer that torch also loads left spinning
+threads that made the rest of a prediction 2× slower (bench/bench_precision.py).
 Compiled code is cached on disk (``cache=True``, in ``__pycache__``), so a process pays the
 compilation (about 10 s) only the first time.
 """
@@ -225,13 +226,13 @@ def _absmax(v):
     return out
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy")
 def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals):
     """Damped Newton from x0 (n, k) on every sample; writes x, f, g, H, the iterations and the
     evaluations of each sample."""
     n, k = x0.shape
     T = Y.shape[1]
-    for i in numba.prange(n):
+    for i in range(n):
         Z, G, W = np.empty((T, T)), np.empty((T, T)), np.empty((max(T, 2), T))
         B = np.empty((T, T, T))
         xi, gi, Hi = x[i], g[i], H[i]
