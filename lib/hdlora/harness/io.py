@@ -23,6 +23,7 @@ found it:
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import tempfile
@@ -84,6 +85,20 @@ def replace_between(text: str, start: str, end: str, block: str) -> str:
     ``block``: the README's generated blocks."""
     i, j = text.index(start) + len(start), text.index(end)
     return text[:i] + block + text[j:]
+
+
+def publish_record(
+    record: dict,
+    result: str | os.PathLike,
+    readme: str | os.PathLike,
+    markers: tuple[str, str],
+    block: str,
+) -> None:
+    """Store a benchmark's ``record`` as JSON at ``result`` and put its ``block`` between the
+    ``markers`` of ``readme`` (both atomic): the README states what the benchmark measured."""
+    write_bytes(result, (json.dumps(record, indent=1) + "\n").encode())
+    readme = Path(readme)
+    write_bytes(readme, replace_between(readme.read_text(), *markers, block).encode())
 
 
 def write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
