@@ -13,12 +13,17 @@
 3. Spurious minima of the fine-tuning: at T = 2, α' = 2, how many of 8 random starts, and the
    spectral start, reach the objective of the teacher start w = w* (or lower), for D = 60, 100,
    200 and λ' = 0.1, 0.5 (4 seeds each).
+4. The default fine-tuning search against basin hopping (``simulate_finetune_search``, 20
+   moves) at the same point, D = 100, 200, 400: how often each reaches the lowest objective of
+   the two and the teacher start, and the time of each in this run (their ratio: the cost of
+   the search).
 
-Run: .venv/bin/python bench/bench_simulate.py   (CUDA when present, else the CPU)
+Run: .venv/bin/python bench/bench_simulate.py [--sections 1 2 3 4]   (CUDA when present)
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 import warnings
 
@@ -29,6 +34,7 @@ from hdlora.model.losses import pretrain_objective
 from hdlora.params import EffectivePretraining
 from hdlora.simulation import Experiment, FinetuneExperiment, simulate, simulate_finetune
 from hdlora.simulation.experiment import default_device
+from hdlora.simulation.search import simulate_finetune_search
 from hdlora.simulation.starts import SAME_MINIMUM_RTOL
 
 
@@ -163,59 +169,111 @@ def two_stage(device) -> None:
     print(f"  {obs}")
 
 
+#: the point of sections 3 and 4 (T = 2, α' = 2), at λ' = 0.1 and 0.5
+MAP_EFFECTIVE = EffectivePretraining(Q0=1.5, Q=1.0, M=0.9)
+
+
+def map_points(Ds):
+    """(λ', params, D) of sections 3 and 4."""
+    for lam_ft in (0.1, 0.5):
+        params = Params(T=2, kappa0=0.5, Delta=0.5, alpha_ft=2.0, lam_ft=lam_ft)
+        for D in Ds:
+            yield lam_ft, params, D
+
+
 def spurious_minima(device) -> None:
     print(
         "\n3. fine-tuning starts at T = 2, α' = 2 (κ0 = 0.5, Δ = 0.5), (Q0, Q, M) = (1.5, 1, 0.9):"
     )
     print("   random starts (of 8 per seed) and spectral starts (1 per seed) reaching the teacher")
     print("   start's objective or lower; overlaps o_w of the random starts vs the teacher's")
-    eff = EffectivePretraining(Q0=1.5, Q=1.0, M=0.9)
-    for lam_ft in (0.1, 0.5):
-        params = Params(T=2, kappa0=0.5, Delta=0.5, alpha_ft=2.0, lam_ft=lam_ft)
-        for D in (60, 100, 200):
-            ok_random = ok_spectral = 0
-            ov_random, ov_teacher = [], []
-            t0 = time.perf_counter()
-            for seed in range(4):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    obs = simulate_finetune(
-                        params,
-                        eff,
-                        D,
-                        seed,
-                        n_init=9,
-                        teacher_start=True,
-                        device=device,
-                        progress=False,
-                    )
-                info = obs.info
-                f_teacher = info["ft_start9_objective"]
-                tol = SAME_MINIMUM_RTOL * abs(f_teacher)
-                for k in range(9):
-                    reached = info[f"ft_start{k}_objective"] <= f_teacher + tol
-                    if info[f"ft_start{k}_kind"] == "spectral":
-                        ok_spectral += reached
-                    else:
-                        ok_random += reached
-                        ov_random.append(info[f"ft_start{k}_overlap"])
-                ov_teacher.append(info["ft_start9_overlap"])
-            print(
-                f"   λ' = {lam_ft}, D = {D:3d}: random {ok_random:2d}/32, "
-                f"spectral {ok_spectral}/4; "
-                f"o_w random median {sorted(ov_random)[16]:.2f} (max {max(ov_random):.2f}), "
-                f"teacher {min(ov_teacher):.2f}–{max(ov_teacher):.2f}  "
-                f"({time.perf_counter() - t0:.1f} s)"
-            )
+    eff = MAP_EFFECTIVE
+    for lam_ft, params, D in map_points((60, 100, 200)):
+        ok_random = ok_spectral = 0
+        ov_random, ov_teacher = [], []
+        t0 = time.perf_counter()
+        for seed in range(4):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obs = simulate_finetune(
+                    params,
+                    eff,
+                    D,
+                    seed,
+                    n_init=9,
+                    teacher_start=True,
+                    device=device,
+                    progress=False,
+                )
+            info = obs.info
+            f_teacher = info["ft_start9_objective"]
+            tol = SAME_MINIMUM_RTOL * abs(f_teacher)
+            for k in range(9):
+                reached = info[f"ft_start{k}_objective"] <= f_teacher + tol
+                if info[f"ft_start{k}_kind"] == "spectral":
+                    ok_spectral += reached
+                else:
+                    ok_random += reached
+                    ov_random.append(info[f"ft_start{k}_overlap"])
+            ov_teacher.append(info["ft_start9_overlap"])
+        print(
+            f"   λ' = {lam_ft}, D = {D:3d}: random {ok_random:2d}/32, "
+            f"spectral {ok_spectral}/4; "
+            f"o_w random median {sorted(ov_random)[16]:.2f} (max {max(ov_random):.2f}), "
+            f"teacher {min(ov_teacher):.2f}–{max(ov_teacher):.2f}  "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+
+
+def _objective_and_time(call) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        obs = call()
+    return obs.info["finetune_objective"], time.perf_counter() - t0
+
+
+def search_cost(device) -> None:
+    print("\n4. the default starts against basin hopping (20 moves), same point as 3, 4 seeds:")
+    print("   runs reaching the lowest objective of default, search and teacher start; time")
+    eff = MAP_EFFECTIVE
+    for lam_ft, params, D in map_points((100, 200, 400)):
+        reached, times = {"default": 0, "search": 0}, {"default": 0.0, "search": 0.0}
+        for seed in range(4):
+            run = dict(params=params, effective=eff, D=D, seed=seed, device=device)
+            calls = {
+                "default": lambda run=run: simulate_finetune(**run, progress=False),
+                "search": lambda run=run: simulate_finetune_search(**run, progress=False),
+                "teacher": lambda run=run: simulate_finetune(
+                    **run, n_init=1, spectral_start=False, teacher_start=True, progress=False
+                ),
+            }
+            found = {k: _objective_and_time(c) for k, c in calls.items()}
+            lowest = min(f for f, _ in found.values())
+            for k in reached:
+                reached[k] += found[k][0] <= lowest + SAME_MINIMUM_RTOL * abs(lowest)
+                times[k] += found[k][1] / 4
+        print(
+            f"   λ' = {lam_ft}, D = {D:3d}: default {reached['default']}/4 in "
+            f"{times['default']:.2f} s, search {reached['search']}/4 in "
+            f"{times['search']:.2f} s ({times['search'] / times['default']:.1f}x)"
+        )
+
+
+SECTIONS = {1: finetune_only, 2: two_stage, 3: spurious_minima, 4: search_cost}
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--sections", type=int, nargs="+", choices=sorted(SECTIONS), default=[1, 2, 3, 4]
+    )
+    args = ap.parse_args()
     device = default_device()
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, float64")
     t0 = time.perf_counter()
-    finetune_only(device)
-    two_stage(device)
-    spurious_minima(device)
+    for section in args.sections:
+        SECTIONS[section](device)
     print(f"\nbenchmark total {time.perf_counter() - t0:.0f} s")
 
 

@@ -955,6 +955,28 @@ MUTANTS: list[Mutant] = [
         "variance shares without the propagation (I − J)⁻¹ on one side",
         ("test_precision.py",),
     ),
+    # ---------------------------------------------------------------- basin hopping
+    M(
+        "simulation/search.py",
+        "fit.objective < current.objective - margin",
+        "fit.objective > current.objective + margin",
+        "basin hopping moves to higher minima",
+        ("test_search.py",),
+    ),
+    M(
+        "simulation/search.py",
+        "HOP_STEP = 2.0",
+        "HOP_STEP = 0.05",
+        "basin-hopping moves too small to leave a basin",
+        ("test_search.py",),
+    ),
+    M(
+        "simulation/search.py",
+        "        xi = seeded_normal([*key, h], (D,), best.x.device, best.x.dtype)\n",
+        "        xi = seeded_normal([*key, 0], (D,), best.x.device, best.x.dtype)\n",
+        "every basin-hopping move in the same direction",
+        ("test_search.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")
