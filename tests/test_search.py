@@ -84,13 +84,17 @@ def test_the_default_search_reaches_it_and_says_so(case):
     """simulate_finetune_search (the default starts, then the moves) at the same case: the
     teacher minimum, recorded with its moves; the same seed gives the same numbers."""
     _, teacher, _ = case
-    obs = simulate_finetune_search(PARAMS, EFFECTIVE, D, SEED, n_test=200, progress=False)
+    obs = simulate_finetune_search(
+        PARAMS, EFFECTIVE, D, SEED, bayes_start=False, n_test=200, progress=False
+    )
     assert obs.info["finetune_objective"] <= teacher.objective * (1 + 1e-7)
     assert obs.converged
     assert obs.info["ft_n_hops"] == 20
     assert obs.info["ft_hops_objective_drop"] >= 0
     assert all(obs.info[f"ft_start{k}_kind"] != "teacher" for k in range(obs.info["ft_n_starts"]))
-    again = simulate_finetune_search(PARAMS, EFFECTIVE, D, SEED, n_test=200, progress=False)
+    again = simulate_finetune_search(
+        PARAMS, EFFECTIVE, D, SEED, bayes_start=False, n_test=200, progress=False
+    )
     assert again.info["finetune_objective"] == obs.info["finetune_objective"]
     assert again.overlap == obs.overlap
 
@@ -99,3 +103,66 @@ def test_the_default_search_reaches_it_and_says_so(case):
 def test_basin_hops_is_checked(bad):
     with pytest.raises(ValueError, match="basin_hops"):
         check_basin_hops(bad)
+
+
+def test_the_difference_covariance_is_that_of_sampled_fields():
+    """_difference_covariance against the sample covariance of the row differences of random
+    symmetric matrices with independent entries of variance 1 + δ_ab (the law of eq. 13)."""
+    import numpy as np
+
+    from hdlora.simulation.search import _difference_covariance, _row_differences
+
+    rng = np.random.default_rng(0)
+    for T in (2, 3, 4):
+        n = 200_000
+        A = rng.standard_normal((n, T, T))
+        upper = np.triu(A, 1)
+        S = upper + upper.transpose(0, 2, 1) + np.sqrt(2) * A * np.eye(T)
+        sample = np.cov(_row_differences(S), rowvar=False)
+        assert np.abs(sample - _difference_covariance(T)).max() < 0.03
+
+
+def test_the_bayes_preprocessing_estimates_the_law_of_the_fields():
+    """κ → M/Q and V → A0 − M²/Q (Var(z*_ext − κz) per unit 1 + δ_ab under the law 𝒬,
+    A0 = Q0 + Δ/2), estimated from the data of the case without its parameters."""
+    import numpy as np
+
+    from hdlora.simulation.search import bayes_preprocessing
+
+    big = FinetuneExperiment(PARAMS, EFFECTIVE, 2000, SEED, n_test=10, device="cpu")
+    K, kappa, V = bayes_preprocessing(
+        np.log(big.train.target.numpy()), big.z.numpy(), big.q0, [SEED, 1, 3]
+    )
+    A0 = EFFECTIVE.Q0 + PARAMS.Delta / 2
+    assert kappa == pytest.approx(EFFECTIVE.M / EFFECTIVE.Q, abs=0.05)
+    assert V == pytest.approx(A0 - EFFECTIVE.M**2 / EFFECTIVE.Q, rel=0.1)
+    assert K.shape == (big.train.n, 2, 2)
+    assert np.allclose(K, K.transpose(0, 2, 1), atol=1e-8)
+
+
+def test_the_bayes_start_points_at_the_teacher(case):
+    """At the case the Hessian's spectral start is almost orthogonal to w*; the data's Bayes
+    start is not (its overlap with w* is well above the Hessian start's and above 0.5)."""
+    import torch
+
+    from hdlora.simulation.search import bayes_spectral_start
+    from hdlora.simulation.starts import spectral_init
+
+    exp = case[0]
+    u = bayes_spectral_start(exp)
+    h = spectral_init(lambda w: exp.objective(w), D, [SEED, 1, 10**6], "cpu", torch.float64)
+    assert float(u @ u) / D == pytest.approx(1.0)
+    assert finetune_overlap(u, exp.w_star) > 0.5
+    assert finetune_overlap(u, exp.w_star) > finetune_overlap(h, exp.w_star) + 0.3
+
+
+def test_the_bayes_search_records_its_start(case):
+    obs = simulate_finetune_search(
+        PARAMS, EFFECTIVE, D, SEED, basin_hops=2, bayes_start=True, n_test=200, progress=False
+    )
+    assert obs.info["ft_bayes_start"] is True
+    assert obs.info["ft_n_starts"] == 5 and obs.info["ft_start0_kind"] == "warm"
+    with pytest.raises(ValueError, match="bayes_start"):
+        simulate_finetune_search(
+            PARAMS, EFFECTIVE, D, SEED, bayes_start=True, w0=case[1].x, progress=False
+        )

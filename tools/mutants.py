@@ -977,6 +977,27 @@ MUTANTS: list[Mutant] = [
         "every basin-hopping move in the same direction",
         ("test_search.py",),
     ),
+    M(
+        "simulation/search.py",
+        "    K = np.eye(T) - q0 * np.linalg.inv(posterior + 1e-12 * np.eye(T))\n",
+        "    K = np.eye(T) + q0 * np.linalg.inv(posterior + 1e-12 * np.eye(T))\n",
+        "Bayes preprocessing with the sign of E[χχᵀ | y]⁻¹ flipped",
+        ("test_search.py",),
+    ),
+    M(
+        "simulation/search.py",
+        "    r = r0 - kappa * dz\n",
+        "    r = r0\n",
+        "Bayes preprocessing without removing the frozen field κ z",
+        ("test_search.py",),
+    ),
+    M(
+        "simulation/search.py",
+        "    s = np.array([2.0 if a == b else 1.0 for a, b in iu])\n",
+        "    s = np.ones(len(iu))\n",
+        "difference covariance without the 1 + δ_ab of the diagonal entries",
+        ("test_search.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")

@@ -1,4 +1,5 @@
-r"""Basin hopping after the starts: a search for the lowest fine-tuning minimum (issue 27).
+r"""A search for the lowest fine-tuning minimum: basin hopping after the starts, and a start
+from the data (issue 27).
 
 The starts of :mod:`hdlora.simulation.starts` each end in the basin they began in, and at large
 D the lowest basin of eq. (3) is rarely that of a random or the spectral start: notebook 06,
@@ -8,9 +9,17 @@ minimum of the starts: it displaces it by a move of the size of the minimiser it
 that size keeps part of the direction already found (the new start has overlap ≈ 1/√5 with
 it) and still leaves its basin; a random restart keeps none.
 
+A start can also come from the data themselves (:func:`bayes_spectral_start`): the leading
+eigenvector of Σ_μ X_μᵀ K_μ X_μ / D, each sequence weighted by K_μ = I − q0 E[χχᵀ | y_μ]⁻¹, the
+posterior of its χ*_μ = X_μ w*/√D given its labels (the spectral method of multi-index models,
+with the preprocessing estimated from the data, :func:`bayes_preprocessing`). Where the
+Hessian's spectral start (:func:`~hdlora.simulation.starts.spectral_init`) sees only the
+curvature at w = 0, this one reads the labels.
+
 :func:`simulate_finetune_search` is :func:`~hdlora.simulation.finetune_only.simulate_finetune`
-followed by ``basin_hops`` moves: an opt-in search, measured on the map of notebook 06 before it
-can become the default of the simulators (whose committed tables it would change).
+(with the Bayes start if asked) followed by ``basin_hops`` moves: an opt-in search, measured on
+the map of notebook 06 before it can become the default of the simulators (whose committed
+tables it would change).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from hdlora.params import Params
 from hdlora.simulation.finetune_only import FinetuneExperiment
 from hdlora.simulation.lbfgs import FitResult, minimize, warn_not_converged
 from hdlora.simulation.measure import finetune_overlap
-from hdlora.simulation.starts import SAME_MINIMUM_RTOL, STAGE_ID, seeded_normal
+from hdlora.simulation.starts import DEFAULT_N_INIT, SAME_MINIMUM_RTOL, STAGE_ID, seeded_normal
 
 #: a move displaces the best minimum x by HOP_STEP·max(‖x‖, 0.1√D) in a uniformly random
 #: direction. Measured on the map of notebook 06 (T = 2, α' = 2, (Q0, Q, M) = (1.5, 1, 0.9),
@@ -42,6 +51,11 @@ DEFAULT_BASIN_HOPS = 20
 #: the random stream of the moves: key (seed, stage, HOP_STREAM, move), apart from the starts'
 #: (seed, stage, k) and the spectral start's (seed, stage, 10⁶)
 HOP_STREAM = 2 * 10**6
+#: the random stream of the prior samples of :func:`bayes_preprocessing`
+BAYES_STREAM = 3 * 10**6
+#: prior samples χ ~ N(0, q0 I_T) of the posterior means of :func:`bayes_preprocessing`
+BAYES_SAMPLES = 4096
+_BAYES_BLOCK = 2048
 
 
 def check_basin_hops(basin_hops) -> int:
@@ -114,6 +128,90 @@ def basin_hop(
     return current, hops
 
 
+def _row_differences(A: np.ndarray) -> np.ndarray:
+    """(n, T, T) → (n, T(T − 1)): A_ab − A_aT for each row a and b < T (what a row-softmax
+    keeps of its argument)."""
+    return (A[..., :-1] - A[..., -1:]).reshape(A.shape[0], -1)
+
+
+def _difference_covariance(T: int) -> np.ndarray:
+    r"""C (T(T−1), T(T−1)): the covariance of the row differences of a symmetric T × T matrix
+    whose entries a ≤ b are independent with variances 1 + δ_ab (the law of the frozen fields,
+    eq. 13, per unit variance)."""
+    iu = list(zip(*np.triu_indices(T), strict=True))
+    A = np.zeros((T * (T - 1), len(iu)))
+    for j, (a, b) in enumerate(iu):
+        for r, c in {(a, b), (b, a)}:
+            for k in range(T - 1):  # the entry (r, k) − (r, T − 1)
+                A[r * (T - 1) + k, j] += float(c == k) - float(c == T - 1)
+    s = np.array([2.0 if a == b else 1.0 for a, b in iu])
+    return A @ np.diag(s) @ A.T
+
+
+def bayes_preprocessing(logits: np.ndarray, z: np.ndarray, q0: float, seed_key: list[int]):
+    r"""K_μ = I_T − q0 E[χ χᵀ | r_μ]⁻¹ (n, T, T), the preprocessing of the spectral start of
+    :func:`bayes_spectral_start`, from the data alone.
+
+    ``logits`` (n, T, T) are the teacher's pre-activations up to a constant per row (log σ(z*)
+    for a softmax), ``z`` (n, T, T) the frozen student field. Their row differences
+    r = Δ(z*) − κ Δ(z) = Δ(z*_ext − κ z) + Δ(χ*χ*ᵀ − q0 I) are a noisy view of χ* = Xw*/√D:
+    the first term is Gaussian with covariance V C (:func:`_difference_covariance`). κ (the
+    least-squares slope of Δ(z*) on Δ(z), → M/Q) and V (by moments: E‖r‖² − E_χ‖Δ(χχᵀ − q0
+    I)‖², over tr C) are estimated from the same data. The posterior mean E[χχᵀ | r] averages
+    :data:`BAYES_SAMPLES` prior draws χ ~ N(0, q0 I_T) by their likelihood. Returns (K, κ, V)."""
+    n, T, _ = z.shape
+    r0, dz = _row_differences(logits), _row_differences(z)
+    kappa = float((r0 * dz).sum() / (dz * dz).sum())
+    r = r0 - kappa * dz
+    rng = np.random.default_rng(np.random.SeedSequence(seed_key))
+    chi = rng.standard_normal((BAYES_SAMPLES, T)) * math.sqrt(q0)
+    outer = chi[:, :, None] * chi[:, None, :]
+    f = _row_differences(outer - q0 * np.eye(T))
+    C = _difference_covariance(T)
+    V = max((np.mean((r**2).sum(1)) - np.mean((f**2).sum(1))) / np.trace(C), 1e-3)
+    C_inv = np.linalg.pinv(V * C)  # rank-deficient for T ≥ 3: fewer free entries than differences
+    f_norm = 0.5 * np.einsum("ki,ij,kj->k", f, C_inv, f)
+    posterior = np.empty((n, T, T))
+    for i in range(0, n, _BAYES_BLOCK):  # blocks of sequences bound the (block, samples) memory
+        log_lik = r[i : i + _BAYES_BLOCK] @ C_inv @ f.T - f_norm
+        weights = np.exp(log_lik - log_lik.max(1, keepdims=True))
+        weights /= weights.sum(1, keepdims=True)
+        posterior[i : i + _BAYES_BLOCK] = np.einsum("nk,kab->nab", weights, outer)
+    K = np.eye(T) - q0 * np.linalg.inv(posterior + 1e-12 * np.eye(T))
+    return K, kappa, V
+
+
+def bayes_spectral_start(exp: FinetuneExperiment) -> torch.Tensor | None:
+    r"""√D u, u the leading eigenvector of Σ_μ X_μᵀ K_μ X_μ / D with the preprocessing K_μ of
+    :func:`bayes_preprocessing` (the spectral method of multi-index models, weighted by the
+    posterior of χ*_μ given the sequence's labels). Uses the training data only (and q0 = 1,
+    the teacher's norm in the model); eigsh with two products with X per iteration, as a
+    gradient. None if ARPACK fails."""
+    import scipy.sparse.linalg as sla
+
+    train, D = exp.train, exp.D
+    target = train.target.cpu().numpy()
+    logits = np.log(target) if exp.params.activation == "softmax" else exp.T * target
+    key = [exp.seed, STAGE_ID["finetune"], BAYES_STREAM]
+    K, _, _ = bayes_preprocessing(logits, exp.z.cpu().numpy(), 1.0, key)
+    K = torch.as_tensor(0.5 * (K + K.transpose(0, 2, 1))).to(train.X)
+
+    def times(v):
+        v = torch.as_tensor(np.asarray(v, dtype=np.float64).ravel()).to(train.X)
+        chi = train.X @ v  # (n, T)
+        out = torch.einsum("nad,nab,nb->d", train.X, K, chi) / D
+        return out.cpu().numpy()
+
+    op = sla.LinearOperator((D, D), matvec=times, dtype=np.float64)
+    v0 = seeded_normal([*key, 1], (D,), "cpu", torch.float64).numpy()
+    try:
+        _, vecs = sla.eigsh(op, k=1, which="LA", tol=1e-6, v0=v0, maxiter=50 * D)
+    except sla.ArpackError:
+        return None
+    u = torch.as_tensor(vecs[:, 0]).to(train.X)
+    return u / u.norm() * D**0.5
+
+
 def hops_info(best_of_starts: float, fit: FitResult, hops: list[dict]) -> dict:
     """The record's ``info`` entries of a search: ``ft_n_hops``, ``ft_hops_accepted``,
     ``ft_starts_objective`` (the best start's objective) and ``ft_hops_objective_drop`` (that
@@ -133,6 +231,7 @@ def simulate_finetune_search(
     seed: int = 0,
     *,
     basin_hops: int = DEFAULT_BASIN_HOPS,
+    bayes_start: bool = True,
     rho: float | None = None,
     n_test: int | None = None,
     device: str | torch.device | None = None,
@@ -145,12 +244,22 @@ def simulate_finetune_search(
     and record) followed by ``basin_hops`` moves of :func:`basin_hop` from the lowest start.
 
     ``starts``: ``n_init``, ``spectral_start``, ``teacher_start``, ``w0`` of
-    :meth:`FinetuneExperiment.finetune`. The record's ``info`` adds :func:`hops_info`;
-    ``wall_time`` includes the moves. ŵ is signed so that m ≥ 0."""
+    :meth:`FinetuneExperiment.finetune`. ``bayes_start`` (default): one more start, the
+    :func:`bayes_spectral_start`, in the place of the warm start ``w0`` (``ft_start0``, kind
+    "warm"); on the map of notebook 06 it reaches the lowest minimum more often at λ' = 0.1 and
+    as often at λ' = 0.5, for 10–25 % more time. The record's ``info`` adds :func:`hops_info`
+    and ``ft_bayes_start`` (False when it was not asked for or ARPACK failed); ``wall_time``
+    includes the moves. ŵ is signed so that m ≥ 0."""
     basin_hops = check_basin_hops(basin_hops)
     t0 = time.perf_counter()
     exp = FinetuneExperiment(params, effective, D, seed, rho=rho, n_test=n_test, device=device)
     solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
+    if bayes_start and starts.get("w0") is not None:
+        raise ValueError("bayes_start=True puts the Bayes spectral start in place of w0")
+    w_bayes = bayes_spectral_start(exp) if bayes_start else None
+    if w_bayes is not None:
+        n_init = starts.get("n_init") or DEFAULT_N_INIT["finetune"]
+        starts = {**starts, "w0": w_bayes, "n_init": n_init + 1}
     fit = exp.finetune(**starts, **solver)
     start_objective = fit.objective
     fit, hops = basin_hop(
@@ -165,5 +274,5 @@ def simulate_finetune_search(
     if float(fit.x @ exp.w_star) < 0:
         fit.x = -fit.x
     obs = exp.observables(fit.x, fit, wall_time=time.perf_counter() - t0)
-    obs.info.update(hops_info(start_objective, fit, hops))
+    obs.info.update(hops_info(start_objective, fit, hops), ft_bayes_start=w_bayes is not None)
     return obs
