@@ -166,3 +166,18 @@ def test_the_bayes_search_records_its_start(case):
         simulate_finetune_search(
             PARAMS, EFFECTIVE, D, SEED, bayes_start=True, w0=case[1].x, progress=False
         )
+
+
+def test_a_search_still_descending_warns_and_says_so():
+    """One move from the trapped start is accepted (it reaches the teacher's minimum): the
+    search has not settled, so the record says so and a ConvergenceWarning is raised; with the
+    default 20 moves the same search settles (its last accepted move comes early)."""
+    from hdlora.diagnostics import ConvergenceWarning
+
+    one = dict(n_init=1, spectral_start=False, bayes_start=False, n_test=200, progress=False)
+    with pytest.warns(ConvergenceWarning, match="still lowered the objective"):
+        obs = simulate_finetune_search(PARAMS, EFFECTIVE, D, SEED, basin_hops=1, **one)
+    assert obs.info["ft_hops_last_accepted"] == 1 and not obs.info["ft_search_settled"]
+    settled = simulate_finetune_search(PARAMS, EFFECTIVE, D, SEED, **one)
+    assert settled.info["ft_search_settled"]
+    assert settled.info["ft_hops_last_accepted"] <= 20 - 5

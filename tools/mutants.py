@@ -998,6 +998,13 @@ MUTANTS: list[Mutant] = [
         "difference covariance without the 1 + δ_ab of the diagonal entries",
         ("test_search.py",),
     ),
+    M(
+        "simulation/search.py",
+        '"ft_search_settled": last <= len(hops) - min(SETTLED_MOVES, len(hops)),',
+        '"ft_search_settled": last <= len(hops),',
+        "a search still descending at its last move reported as settled",
+        ("test_search.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from hdlora.diagnostics import ConvergenceWarning, warn
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.simulation.finetune_only import FinetuneExperiment
@@ -48,6 +49,9 @@ HOP_STEP = 2.0
 #: lowest objective in 1.00/1.00/0.62/0.75 of the seeds, 20 in 1.00/1.00/0.75/0.75, 30 in
 #: 1.00/1.00/0.88/0.75; each move costs about one random start)
 DEFAULT_BASIN_HOPS = 20
+#: a search has settled when none of its last SETTLED_MOVES moves lowered the objective; one
+#: still descending there warns (more moves may find a lower minimum)
+SETTLED_MOVES = 5
 #: the random stream of the moves: key (seed, stage, HOP_STREAM, move), apart from the starts'
 #: (seed, stage, k) and the spectral start's (seed, stage, 10⁶)
 HOP_STREAM = 2 * 10**6
@@ -214,13 +218,18 @@ def bayes_spectral_start(exp: FinetuneExperiment) -> torch.Tensor | None:
 
 def hops_info(best_of_starts: float, fit: FitResult, hops: list[dict]) -> dict:
     """The record's ``info`` entries of a search: ``ft_n_hops``, ``ft_hops_accepted``,
-    ``ft_starts_objective`` (the best start's objective) and ``ft_hops_objective_drop`` (that
-    minus the kept objective, ≥ 0)."""
+    ``ft_starts_objective`` (the best start's objective), ``ft_hops_objective_drop`` (that
+    minus the kept objective, ≥ 0), ``ft_hops_last_accepted`` (the number of the last accepted
+    move, 0 if none) and ``ft_search_settled``: none of the last :data:`SETTLED_MOVES` moves
+    was accepted (True when there were no moves)."""
+    last = max((h + 1 for h, move in enumerate(hops) if move["accepted"]), default=0)
     return {
         "ft_n_hops": len(hops),
         "ft_hops_accepted": sum(h["accepted"] for h in hops),
         "ft_starts_objective": best_of_starts,
         "ft_hops_objective_drop": best_of_starts - fit.objective,
+        "ft_hops_last_accepted": last,
+        "ft_search_settled": last <= len(hops) - min(SETTLED_MOVES, len(hops)),
     }
 
 
@@ -248,8 +257,9 @@ def simulate_finetune_search(
     :func:`bayes_spectral_start`, in the place of the warm start ``w0`` (``ft_start0``, kind
     "warm"); on the map of notebook 06 it reaches the lowest minimum more often at λ' = 0.1 and
     as often at λ' = 0.5, for 10–25 % more time. The record's ``info`` adds :func:`hops_info`
-    and ``ft_bayes_start`` (False when it was not asked for or ARPACK failed); ``wall_time``
-    includes the moves. ŵ is signed so that m ≥ 0."""
+    and ``ft_bayes_start`` (False when it was not asked for or ARPACK failed); a search that has
+    not settled (``ft_search_settled``) raises a :class:`~hdlora.diagnostics.ConvergenceWarning`.
+    ``wall_time`` includes the moves. ŵ is signed so that m ≥ 0."""
     basin_hops = check_basin_hops(basin_hops)
     t0 = time.perf_counter()
     exp = FinetuneExperiment(params, effective, D, seed, rho=rho, n_test=n_test, device=device)
@@ -275,4 +285,11 @@ def simulate_finetune_search(
         fit.x = -fit.x
     obs = exp.observables(fit.x, fit, wall_time=time.perf_counter() - t0)
     obs.info.update(hops_info(start_objective, fit, hops), ft_bayes_start=w_bayes is not None)
+    if not obs.info["ft_search_settled"]:
+        warn(
+            ConvergenceWarning,
+            f"finetune search D={exp.D}, seed {exp.seed}: move {obs.info['ft_hops_last_accepted']}"
+            f" of {basin_hops} still lowered the objective; more moves (basin_hops) may find a "
+            "lower minimum",
+        )
     return obs
