@@ -105,6 +105,11 @@ def test_basin_hops_is_checked(bad):
         check_basin_hops(bad)
 
 
+def test_an_unknown_argument_is_named():
+    with pytest.raises(TypeError, match="n_inits"):
+        simulate_finetune_search(PARAMS, EFFECTIVE, D, SEED, n_inits=3)
+
+
 def test_the_difference_covariance_is_that_of_sampled_fields():
     """_difference_covariance against the sample covariance of the row differences of random
     symmetric matrices with independent entries of variance 1 + δ_ab (the law of eq. 13)."""

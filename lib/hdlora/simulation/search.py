@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hdlora.diagnostics import ConvergenceWarning, warn
+from hdlora.model.data import TeacherPrior
 from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.simulation.finetune_only import FinetuneExperiment
@@ -243,7 +244,9 @@ def simulate_finetune_search(
     bayes_start: bool = True,
     rho: float | None = None,
     n_test: int | None = None,
+    teacher: TeacherPrior = "sphere",
     device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float64,
     gtol: float = 1e-6,
     max_iter: int = 20000,
     progress: bool | None = None,
@@ -252,6 +255,7 @@ def simulate_finetune_search(
     r""":func:`~hdlora.simulation.finetune_only.simulate_finetune` (the same experiment, starts
     and record) followed by ``basin_hops`` moves of :func:`basin_hop` from the lowest start.
 
+    ``rho``, ``n_test``, ``teacher``, ``device``, ``dtype``: the experiment, as there;
     ``starts``: ``n_init``, ``spectral_start``, ``teacher_start``, ``w0`` of
     :meth:`FinetuneExperiment.finetune`. ``bayes_start`` (default): one more start, the
     :func:`bayes_spectral_start`, in the place of the warm start ``w0`` (``ft_start0``, kind
@@ -261,8 +265,21 @@ def simulate_finetune_search(
     not settled (``ft_search_settled``) raises a :class:`~hdlora.diagnostics.ConvergenceWarning`.
     ``wall_time`` includes the moves. ŵ is signed so that m ≥ 0."""
     basin_hops = check_basin_hops(basin_hops)
+    unknown = set(starts) - {"n_init", "spectral_start", "teacher_start", "w0"}
+    if unknown:
+        raise TypeError(f"simulate_finetune_search got unexpected arguments {sorted(unknown)}")
     t0 = time.perf_counter()
-    exp = FinetuneExperiment(params, effective, D, seed, rho=rho, n_test=n_test, device=device)
+    exp = FinetuneExperiment(
+        params,
+        effective,
+        D,
+        seed,
+        rho=rho,
+        n_test=n_test,
+        teacher=teacher,
+        device=device,
+        dtype=dtype,
+    )
     solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
     if bayes_start and starts.get("w0") is not None:
         raise ValueError("bayes_start=True puts the Bayes spectral start in place of w0")
