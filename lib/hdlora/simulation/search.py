@@ -269,17 +269,8 @@ def simulate_finetune_search(
     if unknown:
         raise TypeError(f"simulate_finetune_search got unexpected arguments {sorted(unknown)}")
     t0 = time.perf_counter()
-    exp = FinetuneExperiment(
-        params,
-        effective,
-        D,
-        seed,
-        rho=rho,
-        n_test=n_test,
-        teacher=teacher,
-        device=device,
-        dtype=dtype,
-    )
+    experiment = dict(rho=rho, n_test=n_test, teacher=teacher, device=device, dtype=dtype)
+    exp = FinetuneExperiment(params, effective, D, seed, **experiment)
     solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
     if bayes_start and starts.get("w0") is not None:
         raise ValueError("bayes_start=True puts the Bayes spectral start in place of w0")
