@@ -993,8 +993,8 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "simulation/search.py",
-        "    s = np.array([2.0 if a == b else 1.0 for a, b in iu])\n",
-        "    s = np.ones(len(iu))\n",
+        "    s = multiplicity(T)\n",
+        "    s = np.ones_like(multiplicity(T))\n",
         "difference covariance without the 1 + δ_ab of the diagonal entries",
         ("test_search.py",),
     ),

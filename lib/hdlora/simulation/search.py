@@ -39,6 +39,7 @@ from hdlora.simulation.finetune_only import FinetuneExperiment
 from hdlora.simulation.lbfgs import FitResult, minimize, warn_not_converged
 from hdlora.simulation.measure import finetune_overlap
 from hdlora.simulation.starts import DEFAULT_N_INIT, SAME_MINIMUM_RTOL, STAGE_ID, seeded_normal
+from hdlora.theory.symmetric import multiplicity, positions
 
 #: a move displaces the best minimum x by HOP_STEP·max(‖x‖, 0.1√D) in a uniformly random
 #: direction. Measured on the map of notebook 06 (T = 2, α' = 2, (Q0, Q, M) = (1.5, 1, 0.9),
@@ -141,16 +142,12 @@ def _row_differences(A: np.ndarray) -> np.ndarray:
 
 def _difference_covariance(T: int) -> np.ndarray:
     r"""C (T(T−1), T(T−1)): the covariance of the row differences of a symmetric T × T matrix
-    whose entries a ≤ b are independent with variances 1 + δ_ab (the law of the frozen fields,
-    eq. 13, per unit variance)."""
-    iu = list(zip(*np.triu_indices(T), strict=True))
-    A = np.zeros((T * (T - 1), len(iu)))
-    for j, (a, b) in enumerate(iu):
-        for r, c in {(a, b), (b, a)}:
-            for k in range(T - 1):  # the entry (r, k) − (r, T − 1)
-                A[r * (T - 1) + k, j] += float(c == k) - float(c == T - 1)
-    s = np.array([2.0 if a == b else 1.0 for a, b in iu])
-    return A @ np.diag(s) @ A.T
+    whose entries a ≤ b are independent with variances s_ab = 1 + δ_ab (the law of the frozen
+    fields, eq. 13, per unit variance): C = Bᵀ diag(s) B, B (L, T(T−1)) the row differences
+    of each entry's indicator matrix."""
+    s = multiplicity(T)
+    B = _row_differences(np.eye(len(s))[positions(T)].transpose(2, 0, 1))
+    return B.T @ (s[:, None] * B)
 
 
 def bayes_preprocessing(logits: np.ndarray, z: np.ndarray, q0: float, seed_key: list[int]):
@@ -217,18 +214,17 @@ def bayes_spectral_start(exp: FinetuneExperiment) -> torch.Tensor | None:
     return u / u.norm() * D**0.5
 
 
-def hops_info(best_of_starts: float, fit: FitResult, hops: list[dict]) -> dict:
-    """The record's ``info`` entries of a search: ``ft_n_hops``, ``ft_hops_accepted``,
-    ``ft_starts_objective`` (the best start's objective), ``ft_hops_objective_drop`` (that
-    minus the kept objective, ≥ 0), ``ft_hops_last_accepted`` (the number of the last accepted
-    move, 0 if none) and ``ft_search_settled``: none of the last :data:`SETTLED_MOVES` moves
-    was accepted (True when there were no moves)."""
+def hops_info(fit: FitResult, hops: list[dict]) -> dict:
+    """The record's ``info`` entries of a search ending at ``fit`` (which carries its starts):
+    ``ft_n_hops``, ``ft_hops_accepted``, ``ft_hops_objective_drop`` (the best start's objective
+    minus the kept one, ≥ 0), ``ft_hops_last_accepted`` (the number of the last accepted move,
+    0 if none) and ``ft_search_settled``: none of the last :data:`SETTLED_MOVES` moves was
+    accepted (True when there were no moves)."""
     last = max((h + 1 for h, move in enumerate(hops) if move["accepted"]), default=0)
     return {
         "ft_n_hops": len(hops),
         "ft_hops_accepted": sum(h["accepted"] for h in hops),
-        "ft_starts_objective": best_of_starts,
-        "ft_hops_objective_drop": best_of_starts - fit.objective,
+        "ft_hops_objective_drop": fit.starts[fit.best_start]["objective"] - fit.objective,
         "ft_hops_last_accepted": last,
         "ft_search_settled": last <= len(hops) - min(SETTLED_MOVES, len(hops)),
     }
@@ -268,20 +264,19 @@ def simulate_finetune_search(
     unknown = set(starts) - {"n_init", "spectral_start", "teacher_start", "w0"}
     if unknown:
         raise TypeError(f"simulate_finetune_search got unexpected arguments {sorted(unknown)}")
+    if bayes_start and starts.get("w0") is not None:
+        raise ValueError("bayes_start=True puts the Bayes spectral start in place of w0")
     t0 = time.perf_counter()
     experiment = dict(rho=rho, n_test=n_test, teacher=teacher, device=device, dtype=dtype)
     exp = FinetuneExperiment(params, effective, D, seed, **experiment)
     solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
-    if bayes_start and starts.get("w0") is not None:
-        raise ValueError("bayes_start=True puts the Bayes spectral start in place of w0")
     w_bayes = bayes_spectral_start(exp) if bayes_start else None
     if w_bayes is not None:
         n_init = starts.get("n_init") or DEFAULT_N_INIT["finetune"]
         starts = {**starts, "w0": w_bayes, "n_init": n_init + 1}
     fit = exp.finetune(**starts, **solver)
-    start_objective = fit.objective
     fit, hops = basin_hop(
-        lambda w: exp.objective(w),
+        exp.objective,
         fit,
         basin_hops,
         [exp.seed, STAGE_ID["finetune"], HOP_STREAM],
@@ -292,7 +287,7 @@ def simulate_finetune_search(
     if float(fit.x @ exp.w_star) < 0:
         fit.x = -fit.x
     obs = exp.observables(fit.x, fit, wall_time=time.perf_counter() - t0)
-    obs.info.update(hops_info(start_objective, fit, hops), ft_bayes_start=w_bayes is not None)
+    obs.info.update(hops_info(fit, hops), ft_bayes_start=w_bayes is not None)
     if not obs.info["ft_search_settled"]:
         warn(
             ConvergenceWarning,
