@@ -99,7 +99,7 @@ def test_newton_step_flips_negative_curvature_like_the_reference():
                 H = A @ A.T + 0.1 * np.eye(k)  # positive definite: the Cholesky path
             g = rng.standard_normal(k)
             step = np.empty(k)
-            compiled._newton_step(H, g, step, np.empty((k, k)), np.empty(k))
+            compiled._newton_step(k, H, g, step, np.empty((k, k)), np.empty(k))
             ref = newton_step(H[None], g[None])[0]
             assert np.allclose(step, ref, rtol=1e-9, atol=1e-12)
             assert g @ step < 0  # a descent direction either way

@@ -915,8 +915,8 @@ MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- the compiled proximal
     M(
         "theory/compiled.py",
-        "        g[k] += d / pen[k]\n",
-        "        g[k] += 2.0 * d / pen[k]\n",
+        "        g[j] += d / pen[j]\n",
+        "        g[j] += 2.0 * d / pen[j]\n",
         "compiled proximal: the penalty's gradient twice too large",
         ("test_compiled.py",),
     ),

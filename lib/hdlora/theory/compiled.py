@@ -18,12 +18,14 @@ The numpy path is the reference: tests/test_compiled.py holds the two to 1e-10 o
 samples. The kernel runs on one thread: `make figures` runs a notebook per core, and a
 numba thread pool (``parallel=True``) on the OpenMP layer that torch also loads left spinning
 threads that made the rest of a prediction 2× slower (bench/bench_precision.py).
-Compiled code is cached on disk (``cache=True``, in ``__pycache__``), so a process pays the
-compilation (about 10 s) only the first time.
+One kernel is compiled per objective and T (:func:`kernel`), with T and the number of variables
+as constants. Compiled code is cached on disk (``cache=True``, in ``__pycache__``), so a process
+pays the compilation (seconds per kernel) only the first time.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -41,11 +43,10 @@ _jit = numba.njit(cache=True, error_model="numpy", inline="always")
 
 
 @_jit
-def _softmax_row(a, Z, Y, need_hess, G, B, W):
+def _softmax_row(a, T, Z, Y, need_hess, G, B, W):
     """Row a of f = ‖σ(Z) − Y‖²_F: returns Σ_j (σ(Z)_aj − Y_aj)², writes G[a] = ∂f/∂Z_a and,
     when ``need_hess``, B[a] = ∂²f/∂Z_a² (the formulas of
     :func:`hdlora.theory.prox.softmax_row_terms`); W[0], W[1] are (T,) scratch."""
-    T = Z.shape[1]
     zmax = Z[a, 0]
     for j in range(1, T):
         zmax = max(zmax, Z[a, j])
@@ -80,10 +81,9 @@ def _softmax_row(a, Z, Y, need_hess, G, B, W):
 
 
 @_jit
-def _rows(kind, Z, Y, need_hess, G, B, W):
+def _rows(kind, T, Z, Y, need_hess, G, B, W):
     """f = ‖σ(Z) − Y‖²_F summed over rows; G (T, T) = ∂f/∂Z, B[a] the Hessian of row a
     (``W``: scratch)."""
-    T = Z.shape[0]
     f = 0.0
     for a in range(T):
         if kind == FINETUNE_LINEAR:
@@ -97,19 +97,18 @@ def _rows(kind, Z, Y, need_hess, G, B, W):
                         B[a, j, c] = 2.0 / T**2 if j == c else 0.0
             f += fa
         else:
-            f += _softmax_row(a, Z, Y, need_hess, G, B, W)
+            f += _softmax_row(a, T, Z, Y, need_hess, G, B, W)
     return f
 
 
 @_jit
-def _pretrain(x, Y, pos, need_hess, g, H, Z, G, B, W):
+def _pretrain(T, x, Y, pos, need_hess, g, H, Z, G, B, W):
     """The loss part of the pre-training F at h = ``x`` (L,): value, gradient and Hessian in the
     entries a ≤ b (``pos[a, c]`` is the entry of H_ac)."""
-    T = Y.shape[0]
     for a in range(T):
         for c in range(T):
             Z[a, c] = x[pos[a, c]]
-    f = _rows(PRETRAIN, Z, Y, need_hess, G, B, W)
+    f = _rows(PRETRAIN, T, Z, Y, need_hess, G, B, W)
     g[:] = 0.0
     for a in range(T):
         for c in range(T):
@@ -124,14 +123,13 @@ def _pretrain(x, Y, pos, need_hess, g, H, Z, G, B, W):
 
 
 @_jit
-def _finetune(kind, x, Zb, Y, need_hess, g, H, Z, G, B, W):
+def _finetune(kind, T, x, Zb, Y, need_hess, g, H, Z, G, B, W):
     """The loss part of the fine-tuning F at χ = ``x`` (T,), Z = Z_base + χχᵀ: value, gradient
     (G + Gᵀ)χ and the Hessian of the module docstring of :mod:`hdlora.theory.prox_finetune`."""
-    T = x.shape[0]
     for a in range(T):
         for c in range(T):
             Z[a, c] = Zb[a, c] + x[a] * x[c]
-    f = _rows(kind, Z, Y, need_hess, G, B, W)
+    f = _rows(kind, T, Z, Y, need_hess, G, B, W)
     for c in range(T):
         s = 0.0
         for d in range(T):
@@ -159,27 +157,26 @@ def _finetune(kind, x, Zb, Y, need_hess, g, H, Z, G, B, W):
 
 
 @_jit
-def _objective(kind, x, i, Y, Zb, xt, pen, pos, need_hess, g, H, Z, G, B, W):
+def _objective(kind, T, k, x, i, Y, Zb, xt, pen, pos, need_hess, g, H, Z, G, B, W):
     """F = loss + Σ_k (x_k − x̃_k)²/(2 p_k) at sample i, its gradient ``g`` and Hessian ``H``."""
     if kind == PRETRAIN:
-        f = _pretrain(x, Y[i], pos, need_hess, g, H, Z, G, B, W)
+        f = _pretrain(T, x, Y[i], pos, need_hess, g, H, Z, G, B, W)
     else:
-        f = _finetune(kind, x, Zb[i], Y[i], need_hess, g, H, Z, G, B, W)
-    for k in range(x.shape[0]):
-        d = x[k] - xt[i, k]
-        f += d * d / (2.0 * pen[k])
-        g[k] += d / pen[k]
+        f = _finetune(kind, T, x, Zb[i], Y[i], need_hess, g, H, Z, G, B, W)
+    for j in range(k):
+        d = x[j] - xt[i, j]
+        f += d * d / (2.0 * pen[j])
+        g[j] += d / pen[j]
         if need_hess:
-            H[k, k] += 1.0 / pen[k]
+            H[j, j] += 1.0 / pen[j]
     return f
 
 
 @_jit
-def _newton_step(H, g, step, L, y):
+def _newton_step(k, H, g, step, L, y):
     """step = −H⁻¹g by Cholesky where H is positive definite, else with |eigenvalues| floored
     at 1e-12 (1 + max|λ|) (:func:`hdlora.theory.newton.newton_step`); ``L`` (k, k), ``y``
     (k,) scratch."""
-    k = g.shape[0]
     ok = True
     for j in range(k):
         s = H[j, j]
@@ -219,59 +216,71 @@ def _newton_step(H, g, step, L, y):
 
 
 @_jit
-def _absmax(v):
+def _absmax(k, v):
     out = 0.0
-    for j in range(v.shape[0]):
+    for j in range(k):
         out = max(out, abs(v[j]))
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _kernel(kind, x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals):
-    """Damped Newton from x0 (n, k) on every sample; writes x, f, g, H, the iterations and the
-    evaluations of each sample."""
-    n, k = x0.shape
-    T = Y.shape[1]
-    for i in range(n):
-        Z, G, W = np.empty((T, T)), np.empty((T, T)), np.empty((max(T, 2), T))
-        B = np.empty((T, T, T))
-        xi, gi, Hi = x[i], g[i], H[i]
-        xi[:] = x0[i]
+@functools.cache
+def kernel(kind: int, T: int):
+    """The damped Newton for the objective ``kind`` at one T, compiled with kind, T and
+    k = T(T+1)/2 (pre-training) or T as constants: numba unrolls the loops over rows, entries
+    and variables and keeps the scratch in registers (bench/bench_precision.py times it; the
+    same operations in the same order as with T read from the arrays, so the same bits).
+    Returns ``run(x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals)``, which
+    writes x, f, g, H, the iterations and the evaluations of each sample."""
+    k = T * (T + 1) // 2 if kind == PRETRAIN else T
+
+    @numba.njit(cache=True, error_model="numpy")
+    def run(x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals):
+        Z, G, W, B = (
+            np.empty((T, T)),
+            np.empty((T, T)),
+            np.empty((max(T, 2), T)),
+            np.empty((T, T, T)),
+        )
         step, x_try, g_try, y = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
         H_try, L = np.empty((k, k)), np.empty((k, k))
-        fi = _objective(kind, xi, i, Y, Zb, xt, pen, pos, True, gi, Hi, Z, G, B, W)
-        gmax = _absmax(gi)
-        it, evals = 0, 1
-        while gmax > tol and it < max_iter:
-            it += 1
-            _newton_step(Hi, gi, step, L, y)
-            slope = 0.0
-            for j in range(k):
-                slope += gi[j] * step[j]
-            t, accepted = 1.0, False
-            for _ in range(HALVINGS):
-                evals += 1
+        for i in range(x0.shape[0]):
+            xi, gi, Hi = x[i], g[i], H[i]
+            xi[:] = x0[i]
+            fi = _objective(kind, T, k, xi, i, Y, Zb, xt, pen, pos, True, gi, Hi, Z, G, B, W)
+            gmax = _absmax(k, gi)
+            it, evals = 0, 1
+            while gmax > tol and it < max_iter:
+                it += 1
+                _newton_step(k, Hi, gi, step, L, y)
+                slope = 0.0
                 for j in range(k):
-                    x_try[j] = xi[j] + t * step[j]
-                f_try = _objective(
-                    kind, x_try, i, Y, Zb, xt, pen, pos, True, g_try, H_try, Z, G, B, W
-                )
-                armijo = f_try <= fi + ARMIJO * t * slope
-                flat = f_try <= fi + 1e-13 * (1.0 + abs(fi)) and _absmax(g_try) < gmax
-                if armijo or flat:
-                    accepted = True
+                    slope += gi[j] * step[j]
+                t, accepted = 1.0, False
+                for _ in range(HALVINGS):
+                    evals += 1
+                    for j in range(k):
+                        x_try[j] = xi[j] + t * step[j]
+                    f_try = _objective(
+                        kind, T, k, x_try, i, Y, Zb, xt, pen, pos, True, g_try, H_try, Z, G, B, W
+                    )
+                    armijo = f_try <= fi + ARMIJO * t * slope
+                    flat = f_try <= fi + 1e-13 * (1.0 + abs(fi)) and _absmax(k, g_try) < gmax
+                    if armijo or flat:
+                        accepted = True
+                        break
+                    t /= 2.0
+                if not accepted:  # the line search failed: stop this sample where it is
                     break
-                t /= 2.0
-            if not accepted:  # the line search failed: stop this sample where it is
-                break
-            xi[:] = x_try
-            gi[:] = g_try
-            Hi[:, :] = H_try
-            fi = f_try
-            gmax = _absmax(gi)
-        f[i] = fi
-        n_iter[i] = it
-        n_evals[i] = evals
+                xi[:] = x_try
+                gi[:] = g_try
+                Hi[:, :] = H_try
+                fi = f_try
+                gmax = _absmax(k, gi)
+            f[i] = fi
+            n_iter[i] = it
+            n_evals[i] = evals
+
+    return run
 
 
 def _dummy() -> np.ndarray:
@@ -286,14 +295,17 @@ def minimize_batch(
     ``x_tilde`` (n, k) the penalty's centre, ``pen`` (k,) its inverse curvatures p_k, ``pos``
     (T, T) the entry of each matrix position (pre-training)."""
     n, k = x0.shape
+    T = data["Y"].shape[-1]
+    k_kind = T * (T + 1) // 2 if kind == PRETRAIN else T
+    if k != k_kind:
+        raise ValueError(f"x0 must have shape (n, {k_kind}) for kind={kind}, T={T}; got {x0.shape}")
     x, g = np.empty((n, k)), np.empty((n, k))
     H, f = np.empty((n, k, k)), np.empty(n)
     n_iter, n_evals = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     Y = np.ascontiguousarray(data["Y"], dtype=np.float64)
     Zb = np.ascontiguousarray(data.get("Z_base", _dummy()), dtype=np.float64)
     pos = np.ascontiguousarray(data.get("pos", np.zeros((1, 1), dtype=np.int64)))
-    _kernel(
-        kind,
+    kernel(kind, T)(
         np.ascontiguousarray(x0, dtype=np.float64),
         Y,
         Zb,
