@@ -127,3 +127,14 @@ def test_backend_is_checked_and_the_default_restored():
         check_backend("fortran")
     with pytest.raises(ValueError, match="backend"):
         pretrain_prox(*_pretrain_samples(2, 4, 0), 1.0, 2, backend="cuda")
+
+
+def test_a_start_of_the_wrong_width_is_refused():
+    """The kernel is compiled for k = T(T+1)/2 (pre-training) or T (fine-tuning) variables: a
+    start of another width is an error naming the expected shape, not a read past the arrays."""
+    T, n = 3, 4
+    data = {"Y": np.zeros((n, T, T)), "x_tilde": np.zeros((n, T)), "pen": np.ones(T)}
+    with pytest.raises(ValueError, match=r"x0 must have shape \(n, 6\)"):
+        compiled.minimize_batch(compiled.PRETRAIN, np.zeros((n, T)), data, 1e-10, 10)
+    with pytest.raises(ValueError, match=r"x0 must have shape \(n, 3\)"):
+        compiled.minimize_batch(compiled.FINETUNE_SOFTMAX, np.zeros((n, 6)), data, 1e-10, 10)

@@ -31,7 +31,7 @@ import math
 import numba
 import numpy as np
 
-from hdlora.theory import newton
+from hdlora.theory import newton, symmetric
 from hdlora.theory.newton import BatchMinimum, Objective, check_backend
 
 #: the objectives of the kernel
@@ -223,6 +223,11 @@ def _absmax(k, v):
     return out
 
 
+def n_variables(kind: int, T: int) -> int:
+    """k: the L = T(T+1)/2 free entries of h (pre-training) or the T entries of χ."""
+    return symmetric.n_entries(T) if kind == PRETRAIN else T
+
+
 @functools.cache
 def kernel(kind: int, T: int):
     """The damped Newton for the objective ``kind`` at one T, compiled with kind, T and
@@ -231,7 +236,7 @@ def kernel(kind: int, T: int):
     same operations in the same order as with T read from the arrays, so the same bits).
     Returns ``run(x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals)``, which
     writes x, f, g, H, the iterations and the evaluations of each sample."""
-    k = T * (T + 1) // 2 if kind == PRETRAIN else T
+    k = n_variables(kind, T)
 
     @numba.njit(cache=True, error_model="numpy")
     def run(x0, Y, Zb, xt, pen, pos, tol, max_iter, x, f, g, H, n_iter, n_evals):
@@ -296,9 +301,10 @@ def minimize_batch(
     (T, T) the entry of each matrix position (pre-training)."""
     n, k = x0.shape
     T = data["Y"].shape[-1]
-    k_kind = T * (T + 1) // 2 if kind == PRETRAIN else T
-    if k != k_kind:
-        raise ValueError(f"x0 must have shape (n, {k_kind}) for kind={kind}, T={T}; got {x0.shape}")
+    if k != n_variables(kind, T):
+        raise ValueError(
+            f"x0 must have shape (n, {n_variables(kind, T)}) for kind={kind}, T={T}; got {x0.shape}"
+        )
     x, g = np.empty((n, k)), np.empty((n, k))
     H, f = np.empty((n, k, k)), np.empty(n)
     n_iter, n_evals = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
