@@ -8,6 +8,7 @@ import pytest
 
 from hdlora import Params
 from hdlora.harness import tables
+from hdlora.harness.checkpoints import JobStore
 from hdlora.harness.executors import executor_setting, map_jobs, open_executor
 from hdlora.harness.run import Run
 from hdlora.params import EffectivePretraining
@@ -88,6 +89,23 @@ def test_a_failing_job_stops_the_map_with_its_error(where, request):
     executor = request.getfixturevalue(where) if where == "pool" else where
     with open_executor(executor) as ex, pytest.raises(RuntimeError, match="job 3 failed"):
         map_jobs(_fail_at_three, [(x,) for x in range(6)], ex)
+
+
+@pytest.mark.parametrize("where", ["inprocess", "pool"])
+def test_a_map_stopped_by_a_failing_job_keeps_the_finished_ones(where, request, tmp_path):
+    """With a job store, the jobs that finished before (or beside) a failing one are kept,
+    and the map run again without the failure runs only the failed job."""
+    executor = request.getfixturevalue(where) if where == "pool" else where
+    store = JobStore(tmp_path / "jobs")
+    with open_executor(executor) as ex, pytest.raises(RuntimeError, match="job 3 failed"):
+        map_jobs(_fail_at_three, [(x,) for x in range(6)], ex, store=store)
+    assert 3 not in {int(p.stem) for p in store.folder.glob("*.pkl")}
+    assert [store.get(i) for i in range(3)] == [(i, []) for i in range(3)]
+    with open_executor(executor) as ex, pytest.warns(UserWarning, match="job 3 warns"):
+        out = map_jobs(_warn_and_square, [(x,) for x in range(6)], ex, store=store)
+    assert out[:4] == [0, 1, 2, 9]  # job 3 ran again, jobs 0-2 came from the store
+    # a pool may have cancelled jobs 4 and 5 before they started: run now, or stored
+    assert all(out[x] in (x, x * x) for x in (4, 5))
 
 
 @pytest.mark.parametrize("bad", ["threads", "processes:0", "processes:two", "dask-local:-1"])

@@ -2,6 +2,7 @@
 alone, output folders that keep papermill runs out of the tracked data/, and run_table's one
 call shape for every solver."""
 
+import json
 import math
 import os
 
@@ -390,3 +391,72 @@ def test_a_run_refuses_to_write_over_its_own_cache(tmp_path):
     with pytest.raises(ValueError, match="t_cache"):
         run.write(pd.DataFrame({"y": [2.0]}), "t_cache")
     run.write(pd.DataFrame({"y": [2.0]}), "t_summary")
+
+
+def _stoppable_solver(calls: list, stop_at: set):
+    """A solver of a library module's code version that records its calls, warns at seed 0 and
+    fails at the seeds of ``stop_at`` (a computation stopped half-way)."""
+    from hdlora.theory import bayes_optimal
+
+    def solver(point, seed=0, progress=False, *, scale=1.0):
+        calls.append(seed)
+        if seed in stop_at:
+            raise KeyboardInterrupt(f"stopped at seed {seed}")
+        if seed == 0:
+            import warnings
+
+            warnings.warn("seed 0 warns", UserWarning, stacklevel=1)
+        return Observables(params=point, source="bayes", test_error=scale * point.alpha + seed)
+
+    solver.__module__ = bayes_optimal.__module__
+    return solver
+
+
+@pytest.mark.filterwarnings("ignore:seed 0 warns")
+def test_an_interrupted_table_resumes_where_it_stopped(tmp_path):
+    """A computation stopped at job 3 of 5 keeps the jobs that finished; run again, it computes
+    only the rest, raises the stored jobs' warnings again, writes the table an uninterrupted run
+    writes, and removes its stored jobs. Another key (another argument) reuses none of them."""
+    calls, stop = [], {3}
+    solver = _stoppable_solver(calls, stop)
+    run = Run("t", tmp_path / "a", "smoke")
+    p = Params(alpha=0.2)
+    with pytest.raises(KeyboardInterrupt):
+        run.solve("resumed", solver, [p], seeds=range(5))
+    jobs = tmp_path / "a" / "build" / "jobs" / "resumed"
+    assert len(list(jobs.rglob("*.pkl"))) == 4  # in-process: every job but the stopped one ran
+    stop.clear()
+    calls.clear()
+    with pytest.warns(UserWarning, match="seed 0 warns"):  # from the stored job 0
+        resumed = run.solve("resumed", solver, [p], seeds=range(5))
+    assert calls == [3]
+    assert not jobs.exists()
+    whole = Run("t", tmp_path / "b", "smoke").solve("resumed", solver, [p], seeds=range(5))
+    cols = ["seed", "test_error", "cache_key"]
+    pd.testing.assert_frame_equal(resumed[cols], whole[cols])
+
+    stop.add(4)
+    with pytest.raises(KeyboardInterrupt):
+        run.solve("other", solver, [p], seeds=range(5))
+    stop.clear()
+    calls.clear()
+    other = run.solve("other", solver, [p], seeds=range(5), scale=2.0)
+    assert calls == [0, 1, 2, 3, 4]  # another key: nothing reused
+    assert list(other["test_error"]) == pytest.approx([0.4, 1.4, 2.4, 3.4, 4.4])
+
+
+def test_a_planning_run_lists_only_the_jobs_not_yet_stored(tmp_path, monkeypatch):
+    """``make plan`` after an interrupted computation prices what is left, and keeps the
+    stored jobs for the computation that follows."""
+    calls, stop = [], {2}
+    solver = _stoppable_solver(calls, stop)
+    p = Params(alpha=0.2)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
+        Run("t", tmp_path, "smoke").solve("planned", solver, [p], seeds=range(4))
+    plan = tmp_path / "plan.jsonl"
+    monkeypatch.setenv("HDLORA_PLAN", str(plan))
+    with pytest.warns(UserWarning):
+        Run("t", tmp_path, "smoke").solve("planned", solver, [p], seeds=range(4))
+    listed = [json.loads(line) for line in plan.read_text().splitlines()]
+    assert [len(entry["jobs"]) for entry in listed] == [1]
+    assert len(list((tmp_path / "build" / "jobs" / "planned").rglob("*.pkl"))) == 3

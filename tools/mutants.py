@@ -906,6 +906,27 @@ MUTANTS: list[Mutant] = [
         ("test_executors.py",),
     ),
     M(
+        "harness/executors.py",
+        "stored = [store.get(i) if store is not None else None for i in range(len(jobs))]",
+        "stored = [None for i in range(len(jobs))]",
+        "an interrupted table's finished jobs run again (the store never read)",
+        ("test_executors.py", "test_harness.py"),
+    ),
+    M(
+        "harness/checkpoints.py",
+        'return self.folder / f"{index}.pkl"',
+        'return self.folder / f"{index % 2}.pkl"',
+        "two jobs of one table stored in one file (a job's rows given to another)",
+        ("test_executors.py", "test_harness.py"),
+    ),
+    M(
+        "harness/run.py",
+        'return JobStore(self.data_dir.parent / "build" / "jobs" / name / key)',
+        'return JobStore(self.data_dir.parent / "build" / "jobs" / name)',
+        "stored jobs reused by a computation under another key (another argument)",
+        ("test_harness.py",),
+    ),
+    M(
         "harness/tables.py",
         'RECOMPUTE_IGNORES = OPTIMISER_DIAGNOSTICS + r"|message|info_device"',
         'RECOMPUTE_IGNORES = OPTIMISER_DIAGNOSTICS + r"|message|info_device|E"',

@@ -27,11 +27,14 @@ caught where it runs and raised again here, so a notebook shows them whatever th
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+from hdlora.harness.checkpoints import JobStore
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -127,20 +130,39 @@ def reraise(caught: list[tuple[type[Warning], str]]) -> None:
 
 
 def map_jobs(
-    fn: Callable, jobs: list[tuple], executor: Executor, on_done: Callable[[], None] = lambda: None
+    fn: Callable,
+    jobs: list[tuple],
+    executor: Executor,
+    on_done: Callable[[], None] = lambda: None,
+    store: JobStore | None = None,
 ) -> list:
     """``[fn(*job) for job in jobs]`` run by ``executor``, in the order of ``jobs``; each job's
     warnings are raised here, and the first failing job's error stops the map (the jobs not yet
-    started are cancelled). ``on_done`` is called after each job (a progress bar)."""
-    futures = [executor.submit(call_catching_warnings, fn, *job) for job in jobs]
+    started are cancelled). ``on_done`` is called after each job (a progress bar). With a
+    ``store`` (:class:`~hdlora.harness.checkpoints.JobStore`), a job it holds is not run again
+    (its output and warnings come from the store), and each job is stored as it finishes, so
+    that a map stopped half-way resumes where it stopped."""
+    stored = [store.get(i) if store is not None else None for i in range(len(jobs))]
+    futures = {}
+    for i, job in enumerate(jobs):
+        if stored[i] is None:
+            futures[i] = executor.submit(call_catching_warnings, fn, *job)
+            if store is not None:  # as soon as it is submitted (in-process: run at submit)
+                futures[i].add_done_callback(functools.partial(_store_result, store, i))
     results = []
     try:
-        for future in futures:
-            out, caught = future.result()
+        for i in range(len(jobs)):
+            out, caught = stored[i] if stored[i] is not None else futures[i].result()
             reraise(caught)
             results.append(out)
             on_done()
     finally:
-        for future in futures:
+        for future in futures.values():
             future.cancel()
     return results
+
+
+def _store_result(store: JobStore, index: int, future: Future) -> None:
+    """Keep the result of a job that finished without error (a future's done callback)."""
+    if not future.cancelled() and future.exception() is None:
+        store.put(index, future.result())

@@ -26,6 +26,7 @@ Each notebook starts with ``run = Run("02_pretraining_theory", out_dir, profile,
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
@@ -33,6 +34,7 @@ from concurrent.futures import Executor
 import pandas as pd
 from tqdm import tqdm
 
+from hdlora.harness.checkpoints import JobStore
 from hdlora.harness.executors import (
     InProcessExecutor,
     executor_setting,
@@ -122,18 +124,31 @@ class Run:
         return self._table(name, compute, key, by_jobs=False)
 
     def _table(self, name: str, compute: Callable, key: dict, by_jobs: bool) -> pd.DataFrame:
-        """:meth:`table`; ``by_jobs``: ``compute`` sends its jobs to :attr:`executor` (so that
-        a planning run can list them instead of running them)."""
+        """:meth:`table`; ``by_jobs``: ``compute(store)`` sends its jobs to :attr:`executor`
+        (so that a planning run can list them instead of running them), keeping each finished
+        job in ``store`` (:meth:`job_store`) until the table is written."""
         self._cached.add(name)
+        record = provenance(table=name, **key)
+        store = self.job_store(name, record["key"]) if by_jobs else None
+        compute = functools.partial(compute, store) if by_jobs else compute
         if self.plan is not None:
             compute = self._planned(name, compute, by_jobs)
-        return cached(
+        df = cached(
             self.data_dir / f"{name}.csv",
-            provenance(table=name, **key),
+            record,
             compute,
             recompute=self.recompute,
             also_from=self._also_from,
         )
+        if store is not None and self.plan is None:
+            store.clear()
+        return df
+
+    def job_store(self, name: str, key: str) -> JobStore:
+        """The finished jobs of the table ``name`` being computed under ``key``
+        (:mod:`hdlora.harness.checkpoints`): ``<out_dir>/build/jobs/<name>/<key>/``, so that a
+        computation stopped half-way (``make figures`` interrupted) resumes where it stopped."""
+        return JobStore(self.data_dir.parent / "build" / "jobs" / name / key)
 
     def _planned(self, name: str, compute: Callable, by_jobs: bool) -> Callable:
         """``compute`` of a planning run (:mod:`hdlora.harness.plan`): list the table's jobs
@@ -170,7 +185,7 @@ class Run:
         points, seeds = list(points), list(seeds)
         grid = {k: list(v) for k, v in (grid or {}).items()}
 
-        def compute():
+        def compute(store):
             return run_table(
                 solver,
                 points,
@@ -178,6 +193,7 @@ class Run:
                 grid=grid,
                 progress=progress,
                 executor=self.executor,
+                store=store,
                 **kwargs,
             )
 
@@ -200,7 +216,7 @@ class Run:
         its rows); ``common`` holds what every job shares (a job's own value wins)."""
         jobs = [dict(job) for job in jobs]
 
-        def compute():
+        def compute(store):
             tables = []
             for job in jobs:
                 args = {**common, **job}
@@ -213,7 +229,9 @@ class Run:
                 for p, s, c in table_jobs([point], seeds, grid)
             ]
             with tqdm(total=len(flat), desc=name, disable=not progress_enabled(progress)) as bar:
-                records = iter(map_jobs(solve_one, flat, self.executor, on_done=bar.update))
+                records = iter(
+                    map_jobs(solve_one, flat, self.executor, on_done=bar.update, store=store)
+                )
             frames = []
             for point, seeds, grid, _, assign in tables:
                 n = len(table_jobs([point], seeds, grid))
@@ -238,12 +256,12 @@ class Run:
         (``progress`` is not part of the key)."""
         calls = [dict(call) for call in calls]
 
-        def compute():
+        def compute(store):
             args = [{**common, **call} for call in calls]
             assigns = [a.pop("assign", {}) for a in args]
             here = isinstance(self.executor, InProcessExecutor)  # a bar only where it shows
             jobs = [(solver, a, progress if here else False) for a in args]
-            frames = map_jobs(call_solver, jobs, self.executor)
+            frames = map_jobs(call_solver, jobs, self.executor, store=store)
             return pd.concat(
                 [f.assign(**assign) for f, assign in zip(frames, assigns, strict=True)],
                 ignore_index=True,

@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from hdlora.harness.checkpoints import JobStore
 from hdlora.harness.executors import map_jobs, open_executor
 from hdlora.harness.io import OPTIMISER_DIAGNOSTICS, SIMULATION_RTOL, write_bytes, write_table
 from hdlora.params import Params
@@ -323,6 +324,7 @@ def run_table(
     progress: bool | None = None,
     desc: str | None = None,
     executor: str | Executor | None = None,
+    store: JobStore | None = None,
     **kwargs,
 ) -> pd.DataFrame:
     """``solver(point, seed=s, progress=False, **grid_values, **kwargs)`` for every point, every
@@ -330,12 +332,14 @@ def run_table(
     per record (a solver may return a list of records, as
     :func:`hdlora.simulation.recalibration_scan` does: one per (β, λ') of one run). The jobs run
     on ``executor`` (:func:`hdlora.harness.executors.open_executor`; default: this process),
-    the rows come in the order of the jobs whatever the executor. The bar counts evaluations."""
+    the rows come in the order of the jobs whatever the executor. The bar counts evaluations.
+    ``store`` (:class:`~hdlora.harness.checkpoints.JobStore`) keeps each finished job, and a
+    job it already holds is not run again."""
     jobs = [(solver, p, s, c, kwargs) for p, s, c in table_jobs(points, seeds, grid)]
     name = desc or getattr(solver, "__name__", "solver")
     with (
         tqdm(total=len(jobs), desc=name, disable=not progress_enabled(progress)) as bar,
         open_executor(executor) as pool,
     ):
-        records = map_jobs(solve_one, jobs, pool, on_done=bar.update)
+        records = map_jobs(solve_one, jobs, pool, on_done=bar.update, store=store)
     return pd.DataFrame([row for rows in records for row in rows])
