@@ -48,9 +48,6 @@ class JobStore:
         """Store the (output, caught warnings) of job ``index``."""
         write_bytes(self._path(index), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def __len__(self) -> int:
-        return len(list(self.folder.glob("*.pkl"))) if self.folder.exists() else 0
-
     def clear(self) -> None:
         """Remove the folder and every job in it (and its parent folder, the table's, when no
         other computation of that table left jobs there)."""
