@@ -27,7 +27,6 @@ caught where it runs and raised again here, so a notebook shows them whatever th
 from __future__ import annotations
 
 import contextlib
-import functools
 import multiprocessing
 import os
 import warnings
@@ -147,12 +146,17 @@ def map_jobs(
     for i, job in enumerate(jobs):
         if stored[i] is None:
             futures[i] = executor.submit(call_catching_warnings, fn, *job)
-            if store is not None:  # as soon as it is submitted (in-process: run at submit)
-                futures[i].add_done_callback(functools.partial(_store_result, store, i))
+            if store is not None and futures[i].done() and futures[i].exception() is None:
+                stored[i] = futures[i].result()  # in-process: run at submit, kept at once
+                store.put(i, stored[i])
     results = []
     try:
         for i in range(len(jobs)):
-            out, caught = stored[i] if stored[i] is not None else futures[i].result()
+            if stored[i] is None:
+                stored[i] = futures[i].result()
+                if store is not None:  # here, in order: no write after the map returned
+                    store.put(i, stored[i])
+            out, caught = stored[i]
             reraise(caught)
             results.append(out)
             on_done()
@@ -160,9 +164,3 @@ def map_jobs(
         for future in futures.values():
             future.cancel()
     return results
-
-
-def _store_result(store: JobStore, index: int, future: Future) -> None:
-    """Keep the result of a job that finished without error (a future's done callback)."""
-    if not future.cancelled() and future.exception() is None:
-        store.put(index, future.result())
