@@ -13,28 +13,35 @@
 3. Spurious minima of the fine-tuning: at T = 2, α' = 2, how many of 8 random starts, and the
    spectral start, reach the objective of the teacher start w = w* (or lower), for D = 60, 100,
    200 and λ' = 0.1, 0.5 (4 seeds each).
-4. The default fine-tuning search against basin hopping (``simulate_finetune_search``, 20
-   moves) at the same point, D = 100, 200, 400: how often each reaches the lowest objective of
-   the two and the teacher start, and the time of each in this run (their ratio: the cost of
-   the search).
+4. The cost of the default fine-tuning search (issue 27) at the same point, D = 100, 200, 400,
+   4 seeds: the former default (the starts alone: ``bayes_start=False, basin_hops=0``), basin
+   hopping without the Bayes start, and the default; how often each reaches the lowest
+   objective of the three and of the teacher start, and the mean time of each in this run (the
+   ratio default / former default: what the search costs). ``--write`` stores
+   bench/results/search_cost.json and the README's block between ``<!-- search_cost -->``
+   markers.
 
-Run: .venv/bin/python bench/bench_simulate.py [--sections 1 2 3 4]   (CUDA when present)
+Run: .venv/bin/python bench/bench_simulate.py [--sections 1 2 3 4] [--write]   (CUDA when present)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 import warnings
+from datetime import date
+from pathlib import Path
 
 import torch
 
 from hdlora import Params
+from hdlora.harness.io import publish_record
 from hdlora.model.losses import pretrain_objective
 from hdlora.params import EffectivePretraining
 from hdlora.simulation import Experiment, FinetuneExperiment, simulate, simulate_finetune
 from hdlora.simulation.experiment import default_device
-from hdlora.simulation.search import simulate_finetune_search
 from hdlora.simulation.starts import SAME_MINIMUM_RTOL
 
 
@@ -112,9 +119,12 @@ def finetune_only_at(params, eff, D, device) -> None:
     exp.observables(fit.x, fit)
     print(f"    measurement on {exp.n_test} test sequences {time.perf_counter() - t0:6.2f} s")
     t0 = time.perf_counter()
+    simulate_finetune(params, eff, D, seed=0, device=device, progress=False, **STARTS_ALONE)
+    print(f"    simulate_finetune, the 4 starts alone {time.perf_counter() - t0:6.2f} s")
+    t0 = time.perf_counter()
     obs = simulate_finetune(params, eff, D, seed=0, device=device, progress=False)
     print(
-        f"    simulate_finetune (default: 4 starts) {time.perf_counter() - t0:6.2f} s, "
+        f"    simulate_finetune (default search) {time.perf_counter() - t0:6.2f} s, "
         f"o_w = {obs.overlap:.3f}, ℰ' = {obs.ft_test_error:.4f} ± {obs.ft_test_error_se:.4f}, "
         f"starts agree: {not obs.info['ft_starts_disagree']}"
     )
@@ -171,6 +181,18 @@ def two_stage(device) -> None:
 
 #: the point of sections 3 and 4 (T = 2, α' = 2), at λ' = 0.1 and 0.5
 MAP_EFFECTIVE = EffectivePretraining(Q0=1.5, Q=1.0, M=0.9)
+#: the fine-tuning starts alone, without the default's Bayes start and moves
+STARTS_ALONE = dict(bayes_start=False, basin_hops=0)
+#: the searches of section 4 (keyword arguments of simulate_finetune)
+SEARCHES = {
+    "former default": STARTS_ALONE,
+    "basin hopping": dict(bayes_start=False),
+    "default": {},
+    "teacher": dict(n_init=1, spectral_start=False, teacher_start=True, **STARTS_ALONE),
+}
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = ROOT / "bench" / "results" / "search_cost.json"
+MARKERS = ("<!-- search_cost -->", "<!-- /search_cost -->")
 
 
 def map_points(Ds):
@@ -204,6 +226,7 @@ def spurious_minima(device) -> None:
                     teacher_start=True,
                     device=device,
                     progress=False,
+                    **STARTS_ALONE,
                 )
             info = obs.info
             f_teacher = info["ft_start9_objective"]
@@ -225,42 +248,65 @@ def spurious_minima(device) -> None:
         )
 
 
-def _objective_and_time(search, run: dict) -> tuple[float, float]:
+def _objective_and_time(run: dict, search: dict) -> tuple[float, float]:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        obs = search(run)
+        obs = simulate_finetune(**run, **search)
     return obs.info["finetune_objective"], time.perf_counter() - t0
 
 
-def search_cost(device) -> None:
-    print("\n4. the default starts against basin hopping (20 moves; + the data's Bayes start),")
-    print("   same point as 3, 4 seeds: runs reaching the lowest objective of the three and the")
-    print("   teacher start; mean time per run, and its ratio to the default's")
-    eff = MAP_EFFECTIVE
-    searches = {
-        "default": lambda run: simulate_finetune(**run),
-        "search": lambda run: simulate_finetune_search(**run, bayes_start=False),
-        "Bayes + search": lambda run: simulate_finetune_search(**run, bayes_start=True),
-        "teacher": lambda run: simulate_finetune(
-            **run, n_init=1, spectral_start=False, teacher_start=True
-        ),
+def search_cost_at(lam_ft, params, D, device, seeds=range(4)) -> dict:
+    """One row of section 4: per search, the runs reaching the lowest objective and the mean
+    time per run."""
+    reached = dict.fromkeys(SEARCHES, 0)
+    times = dict.fromkeys(SEARCHES, 0.0)
+    for seed in seeds:
+        run = dict(
+            params=params, effective=MAP_EFFECTIVE, D=D, seed=seed, device=device, progress=False
+        )
+        found = {k: _objective_and_time(run, search) for k, search in SEARCHES.items()}
+        lowest = min(f for f, _ in found.values())
+        for k, (f, t) in found.items():
+            reached[k] += f <= lowest + SAME_MINIMUM_RTOL * abs(lowest)
+            times[k] += t / len(seeds)
+    return {"lam_ft": lam_ft, "D": D, "runs": len(seeds), "reached": reached, "seconds": times}
+
+
+def search_cost_block(record: dict) -> str:
+    """The README's table of section 4, from its record."""
+    shown = [k for k in SEARCHES if k != "teacher"]
+    head = " | ".join(f"{k}: reached, s" for k in shown)
+    lines = [
+        f"\nThe default search against the starts alone (`bench_simulate.py --sections 4`, "
+        f"{record['date']}, {record['machine']}, {record['threads']} thread(s), one run): at the "
+        "point above, runs reaching the lowest objective of the searches and the teacher start, "
+        "and the mean time of a run.\n",
+        f"| λ' | D | {head} | default / former default |",
+        "|---|---|" + "---|" * len(shown) + "---|",
+    ]
+    for row in record["rows"]:
+        r, t = row["reached"], row["seconds"]
+        cells = " | ".join(f"{r[k]}/{row['runs']}, {t[k]:.2f}" for k in shown)
+        ratio = t["default"] / t["former default"]
+        lines.append(f"| {row['lam_ft']:g} | {row['D']} | {cells} | {ratio:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def search_cost(device, write: bool = False) -> None:
+    print("\n4. the cost of the default search: the former default (the starts alone), basin")
+    print("   hopping (no Bayes start) and the default, same point as 3, 4 seeds")
+    rows = [search_cost_at(*point, device) for point in map_points((100, 200, 400))]
+    record = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "threads": torch.get_num_threads(),
+        "rows": rows,
     }
-    for lam_ft, params, D in map_points((100, 200, 400)):
-        reached = dict.fromkeys(searches, 0)
-        times = dict.fromkeys(searches, 0.0)
-        for seed in range(4):
-            run = dict(params=params, effective=eff, D=D, seed=seed, device=device, progress=False)
-            found = {k: _objective_and_time(search, run) for k, search in searches.items()}
-            lowest = min(f for f, _ in found.values())
-            for k, (f, t) in found.items():
-                reached[k] += f <= lowest + SAME_MINIMUM_RTOL * abs(lowest)
-                times[k] += t / 4
-        cells = [
-            f"{k} {reached[k]}/4 in {times[k]:.2f} s ({times[k] / times['default']:.1f}x)"
-            for k in ("default", "search", "Bayes + search")
-        ]
-        print(f"   λ' = {lam_ft}, D = {D:3d}: " + ", ".join(cells))
+    text = search_cost_block(record)
+    print(text)
+    if write:
+        publish_record(record, RESULT, ROOT / "README.md", MARKERS, text)
 
 
 SECTIONS = {1: finetune_only, 2: two_stage, 3: spurious_minima, 4: search_cost}
@@ -271,12 +317,13 @@ def main() -> None:
     ap.add_argument(
         "--sections", type=int, nargs="+", choices=sorted(SECTIONS), default=[1, 2, 3, 4]
     )
+    ap.add_argument("--write", action="store_true", help="store section 4's record and block")
     args = ap.parse_args()
     device = default_device()
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, float64")
     t0 = time.perf_counter()
     for section in args.sections:
-        SECTIONS[section](device)
+        SECTIONS[section](device, **({"write": args.write} if section == 4 else {}))
     print(f"\nbenchmark total {time.perf_counter() - t0:.0f} s")
 
 

@@ -81,6 +81,7 @@ from hdlora.harness.plots import (
     draw_simulation,
     seed_means,
     simulation_text,
+    stable_at,
 )
 from hdlora.harness.readings import (
     agreement_readings,
@@ -233,7 +234,9 @@ for ax, (name, p) in zip(axes[0], panels.items(), strict=True):
         if m["located"]:  # the located minimum ± its standard error
             ax.axvspan(m["x"] - m["x_se"], m["x"] + m["x_se"], color="darkred", alpha=0.12, lw=0)
         s = sims[sims["lam_ft"] == lf]
-        draw_simulation(ax, axis.x(s["lam"]), s["mean"], s["sd"], color=colors[lf], legend=legend)
+        stable = stable_at(np.log(axis.x(s["lam"])), np.log(axis.x(c["lam"])), c["stable"])
+        draw_simulation(ax, axis.x(s["lam"]), s["mean"], s["sd"], color=colors[lf], legend=legend,
+                        stable=stable)
     e_bo = data[(data["source"] == "bayes") & (data["panel"] == name)]["ft_test_error"].iloc[0]
     bo_line = ax.axhline(e_bo, color="k", ls="--", lw=1, label="Bayes-optimal $\\mathcal{E}'_{BO}$")
     axis.apply(ax, "$\\lambda$")

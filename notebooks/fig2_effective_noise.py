@@ -69,7 +69,14 @@ from IPython.display import display
 from matplotlib.lines import Line2D
 
 from hdlora import EffectivePretraining, Params
-from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
+from hdlora.harness.plots import (
+    Legend,
+    draw_curve,
+    draw_simulation,
+    seed_means,
+    simulation_text,
+    stable_at,
+)
 from hdlora.harness.readings import (
     agreement_readings,
     reading,
@@ -161,7 +168,8 @@ for ax, name in zip(axes[0], names, strict=True):
         draw_curve(ax, c["Delta_eff"], c["ft_test_error"], c["ft_replicon_stable"],
                    c["converged"], color=f"C{i}", label=f"$\\alpha'={a:g}$", legend=legend)
         s = seed_means(sm[sm["alpha_ft"] == a], ["Delta_eff"], "ft_test_error")
-        draw_simulation(ax, s["Delta_eff"], s["mean"], s["sd"], color=f"C{i}", legend=legend)
+        draw_simulation(ax, s["Delta_eff"], s["mean"], s["sd"], color=f"C{i}", legend=legend,
+                        stable=stable_at(s["Delta_eff"], c["Delta_eff"], c["ft_replicon_stable"]))
         if name == names[0] and len(names) > 1:  # the other panel, thin, for comparison
             o = data[(data["source"] == "theory") & (data["panel"] == names[1])
                      & (data["alpha_ft"] == a)].sort_values("Delta_eff")

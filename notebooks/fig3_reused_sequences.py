@@ -68,7 +68,14 @@ from hdlora.harness.agreement import (
     undefined_overlap,
 )
 from hdlora.harness.extrema import locate_extremum
-from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
+from hdlora.harness.plots import (
+    Legend,
+    draw_curve,
+    draw_simulation,
+    seed_means,
+    simulation_text,
+    stable_at,
+)
 from hdlora.harness.readings import (
     agreement_readings,
     reading,
@@ -163,7 +170,8 @@ for col, label, color in (("train_error", "$\\mathcal{L}$", "C7"), ("test_error"
     draw_curve(axes[0], pre["lam"], pre[col], pre["pre_stable"], color=color, label=label,
                legend=legend)
     s = seed_means(sm[sm["lam_ft"] == lam_ft_values[0]], ["lam"], col)  # one fit per λ and run
-    draw_simulation(axes[0], s["lam"], s["mean"], s["sd"], color=color, legend=legend)
+    draw_simulation(axes[0], s["lam"], s["mean"], s["sd"], color=color, legend=legend,
+                    stable=stable_at(np.log(s["lam"]), np.log(pre["lam"]), pre["pre_stable"]))
 for i, lf in enumerate(lam_ft_values):
     c = th[th["lam_ft"] == lf].sort_values("lam")
     name = "\\infty" if math.isinf(lf) else f"{lf:g}"
@@ -173,7 +181,8 @@ for i, lf in enumerate(lam_ft_values):
             draw_curve(ax, c["lam"], c[col], c["stable"], c["converged"], branch=c["branch"],
                        color=color, label=f"$\\lambda'={name}$", legend=legend)
         s = seed_means(sm[sm["lam_ft"] == lf], ["lam"], col).dropna(subset=["mean"])
-        draw_simulation(ax, s["lam"], s["mean"], s["sd"], color=color, legend=legend)
+        draw_simulation(ax, s["lam"], s["mean"], s["sd"], color=color, legend=legend,
+                        stable=stable_at(np.log(s["lam"]), np.log(c["lam"]), c["stable"]))
 for ax, ylabel in zip(axes, ["pre-training errors", "$\\mathcal{E}'$", "$o_w$"], strict=True):
     ax.set_xscale("log")
     ax.set_xlabel("$\\lambda$")

@@ -87,7 +87,14 @@ from hdlora import EffectivePretraining, Params
 from hdlora.harness.agreement import agreement_threshold
 from hdlora.harness.io import SIMULATION_RTOL
 from hdlora.harness.paired import gain_table, gain_verdict
-from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
+from hdlora.harness.plots import (
+    Legend,
+    draw_curve,
+    draw_simulation,
+    seed_means,
+    simulation_text,
+    stable_at,
+)
 from hdlora.harness.readings import (
     agreement_readings,
     format_value,
@@ -325,7 +332,9 @@ for i, rho in enumerate(rhos):
             s = seed_means(sm[(sm["rho"] == rho) & (sm["selection"] == sel)], ["Delta_eff"], col)
             draw_simulation(ax, s["Delta_eff"], s["mean"], s["sd"], color=f"C{i}",
                             marker=markers[sel], legend=legend,
-                            kind=f"{sim_text.replace('simulation', 'simulation, ' + name)}")
+                            kind=f"{sim_text.replace('simulation', 'simulation, ' + name)}",
+                            stable=stable_at(s["Delta_eff"], c["Delta_eff"],
+                                             c["ft_replicon_stable"]))
     u = th[(th["rho"] == rho) & (th["selection"] == "uniform")].set_index("Q")["ft_test_error"]
     a = th[(th["rho"] == rho) & (th["selection"] == "active")].set_index("Q")
     gain = (u - a["ft_test_error"]).dropna()

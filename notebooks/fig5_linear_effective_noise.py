@@ -79,7 +79,14 @@ from IPython.display import display
 from matplotlib.lines import Line2D
 
 from hdlora import EffectivePretraining, Params
-from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
+from hdlora.harness.plots import (
+    Legend,
+    draw_curve,
+    draw_simulation,
+    seed_means,
+    simulation_text,
+    stable_at,
+)
 from hdlora.harness.run import Run
 from hdlora.simulation import simulate_finetune
 from hdlora.theory import sweep
@@ -172,10 +179,13 @@ for i, a in enumerate(alpha_ft_values):
     for panel, marker, at in (("main", "s", Delta), ("Delta_check", "^", Delta_check)):
         s = seed_means(sm[(sm["alpha_ft"] == a) & (sm["panel"] == panel)], ["Delta_eff"],
                        "ft_test_error")
+        c = th[(th["panel"] == panel) & (th["alpha_ft"] == a)]
+        stable = stable_at(s["Delta_eff"], c["Delta_eff"], c["ft_replicon_stable"])
         for ax, shift in ((axes[0], 0.0), (axes[1], 1.0)):
             draw_simulation(ax, s["Delta_eff"], s["mean"] - shift * limit_coef * s["Delta_eff"],
                             s["sd"], color=f"C{i}", marker=marker, legend=legend,
-                            kind=sim_text.replace("simulation", f"simulation at $\\Delta={at:g}$"))
+                            kind=sim_text.replace("simulation", f"simulation at $\\Delta={at:g}$"),
+                            stable=stable)
 x = np.array(grid)
 legend.add(axes[0].plot(x, limit_coef * x, "k:",
                         label="$\\alpha'\\to\\infty$: $\\frac{T+1}{T}\\Delta_{\\rm eff}$")[0])

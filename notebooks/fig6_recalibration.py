@@ -83,7 +83,14 @@ from matplotlib.lines import Line2D
 
 from hdlora import Params
 from hdlora.harness.extrema import locate_extremum
-from hdlora.harness.plots import Legend, draw_curve, draw_simulation, seed_means, simulation_text
+from hdlora.harness.plots import (
+    Legend,
+    draw_curve,
+    draw_simulation,
+    seed_means,
+    simulation_text,
+    stable_at,
+)
 from hdlora.harness.readings import (
     agreement_readings,
     reading,
@@ -269,7 +276,9 @@ for label, sel, color, beta_value in right_curves:
                color=color, label=label, legend=legend)
     s = seed_means(sm[np.isclose(sm["beta"], beta_value)], ["lam_ft"], "ft_test_error")
     draw_simulation(axes[1], s["lam_ft"], s["mean"], s["sd"], color=color, legend=legend,
-                    kind=simulation_text(sm, ["beta", "lam_ft"]))
+                    kind=simulation_text(sm, ["beta", "lam_ft"]),
+                    stable=stable_at(np.log(s["lam_ft"]), np.log(c["lam_ft"]),
+                                     c["ft_replicon_stable"]))
 bo_value = float(data[data["source"] == "bayes"]["ft_test_error"].iloc[0])
 legend.add(axes[1].axhline(bo_value, ls="--", color="k", lw=1,
                            label="Bayes-optimal $\\mathcal{E}'_{BO}$"))

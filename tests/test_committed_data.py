@@ -37,15 +37,20 @@ def test_the_readme_states_the_recorded_fresh_clone_runs():
 
 
 def test_the_readme_states_the_recorded_benchmarks():
-    """The README's precision and sweep blocks are those that bench_precision.py and
-    bench_sweep.py write from their records under bench/results/ (never typed by hand)."""
+    """The README's precision, sweep and search-cost blocks are those that bench_precision.py,
+    bench_sweep.py and bench_simulate.py write from their records under bench/results/ (never
+    typed by hand)."""
     import importlib.util
     import json
     import sys
 
     root = repo_root()
     readme = (root / "README.md").read_text()
-    for name in ("bench_precision", "bench_sweep"):
+    for name, block in (
+        ("bench_precision", "block"),
+        ("bench_sweep", "block"),
+        ("bench_simulate", "search_cost_block"),
+    ):
         spec = importlib.util.spec_from_file_location(name, root / "bench" / f"{name}.py")
         bench = importlib.util.module_from_spec(spec)
         sys.modules[name] = bench  # its dataclasses look their module up
@@ -55,4 +60,5 @@ def test_the_readme_states_the_recorded_benchmarks():
             del sys.modules[name]
         record = json.loads(bench.RESULT.read_text())
         start, end = bench.MARKERS
-        assert readme[readme.index(start) + len(start) : readme.index(end)] == bench.block(record)
+        shown = readme[readme.index(start) + len(start) : readme.index(end)]
+        assert shown == getattr(bench, block)(record)

@@ -10,7 +10,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from hdlora.harness.plots import Legend, draw_curve, draw_simulation, simulation_text  # noqa: E402
+from hdlora.harness.plots import (  # noqa: E402
+    Legend,
+    draw_curve,
+    draw_simulation,
+    simulation_text,
+    stable_at,
+)
 
 
 def _labels(fig):
@@ -82,3 +88,38 @@ def test_a_change_of_branch_breaks_the_line_and_the_error_bar_is_the_spread_acro
     s = seed_means(runs, ["x"], "y").set_index("x")
     assert s.loc[1, "sd"] == pytest.approx(1.0) and s.loc[1, "se"] == pytest.approx(1 / 3**0.5)
     assert s.loc[2, "mean"] == 4.0 and s.loc[2, "n"] == 1  # NaN (undefined) is not averaged in
+
+
+def test_simulations_where_the_theory_is_replica_unstable_are_drawn_apart():
+    """A simulated point takes the stability of the nearest theory point; those where the
+    replicon is ≥ 1 are drawn hollow (white face) with their own legend entry, the others filled;
+    a figure without such points has no such entry."""
+    x_theory = np.array([0.0, 1.0, 2.0, 3.0])
+    flags = stable_at([0.1, 1.9, 2.6, 3.0], x_theory, [True, True, False, True])
+    assert flags.tolist() == [True, False, True, True]
+    fig, ax = plt.subplots(layout="constrained")
+    legend = Legend("simulation")
+    draw_simulation(
+        ax,
+        [1.0, 2.0, 3.0],
+        [1.0, 2.0, 3.0],
+        [0.1] * 3,
+        color="C0",
+        legend=legend,
+        stable=[True, False, True],
+    )
+    legend.draw(fig)
+    faces = {
+        tuple(line.get_xdata()): matplotlib.colors.to_hex(line.get_markerfacecolor())
+        for line in ax.lines
+        if line.get_marker() == "s"  # not the error bars' caps
+    }
+    assert faces[(2.0,)] == "#ffffff" and faces[(1.0, 3.0)] != "#ffffff"
+    assert any("drawn apart" in t for t in _labels(fig))
+    plt.close(fig)
+    fig, ax = plt.subplots(layout="constrained")
+    legend = Legend("simulation")
+    draw_simulation(ax, [1.0], [1.0], [0.1], color="C0", legend=legend, stable=[True])
+    legend.draw(fig)
+    assert not any("drawn apart" in t for t in _labels(fig))
+    plt.close(fig)

@@ -11,6 +11,7 @@ from hdlora.simulation.finetune_only import FinetuneExperiment
 from hdlora.simulation.measure import finetune_overlap
 from hdlora.simulation.search import (
     BAYES_STREAM,
+    DEFAULT_BASIN_HOPS,
     HOP_STREAM,
     SETTLED_MOVES,
     basin_hop,
@@ -94,7 +95,7 @@ def test_the_default_search_reaches_it_and_says_so(case):
         )
         assert obs.info["finetune_objective"] <= teacher.objective * (1 + 1e-7)
         assert obs.converged and obs.info["ft_search_settled"]
-        assert SETTLED_MOVES <= obs.info["ft_n_hops"] <= 20
+        assert SETTLED_MOVES <= obs.info["ft_n_hops"] <= DEFAULT_BASIN_HOPS
         assert obs.info["ft_hops_objective_drop"] >= 0
         assert obs.info["ft_bayes_start"] is bayes_start
         kinds = [obs.info[f"ft_start{k}_kind"] for k in range(obs.info["ft_n_starts"])]
@@ -201,8 +202,8 @@ def test_the_bayes_start_is_one_more_start(case):
 def test_a_search_still_descending_warns_and_says_so():
     """One move from the trapped start is accepted (it reaches the teacher's minimum): the
     search has not settled, so the record says so and a ConvergenceWarning is raised; with the
-    default (at most 20 moves) the same search settles and stops SETTLED_MOVES moves after its
-    last accepted one."""
+    default (at most DEFAULT_BASIN_HOPS moves) the same search settles and stops SETTLED_MOVES
+    moves after its last accepted one."""
     from hdlora.diagnostics import ConvergenceWarning
 
     one = dict(n_init=1, spectral_start=False, bayes_start=False, n_test=200, progress=False)

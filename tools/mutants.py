@@ -1026,6 +1026,35 @@ MUTANTS: list[Mutant] = [
         "a search still descending at its last move reported as settled",
         ("test_search.py",),
     ),
+    # ---------------------------------------------------------------- the default search
+    M(
+        "simulation/experiment.py",
+        "            return ft.X, ft.target, z, params.activation\n",
+        "            return ft.X, ft.target, A_frozen, params.activation\n",
+        "the pipeline's Bayes start reads the uncentred frozen field",
+        ("test_simulate.py",),
+    ),
+    M(
+        "simulation/search.py",
+        'not any(m["accepted"] for m in hops[-SETTLED_MOVES:])',
+        'not any(m["accepted"] for m in hops[-1:])',
+        "the search stops after one move that found nothing lower",
+        ("test_search.py",),
+    ),
+    M(
+        "simulation/search.py",
+        "    bayes_start: bool = True,\n    **options,\n",
+        "    bayes_start: bool = False,\n    **options,\n",
+        "the simulators' default without the Bayes start",
+        ("test_search.py",),
+    ),
+    M(
+        "simulation/starts.py",
+        "        info |= starts_info(fit, STAGE_PREFIX[stage]) | fit.search\n",
+        "        info |= starts_info(fit, STAGE_PREFIX[stage])\n",
+        "the record drops what the search did",
+        ("test_search.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")

@@ -6,7 +6,9 @@ The marks mean the same in every figure, and :class:`Legend` gives each kind dra
   (the replica-symmetric prediction need not hold there); a cross: a point whose solver stopped
   before its tolerance;
 * a filled marker with error bars: simulations (mean over runs ± standard error; the legend
-  names D and the runs); a white diamond: the uncalibrated baseline (Fig. 6);
+  names D and the runs); a hollow one: simulations where the theory's replicon is ≥ 1, drawn
+  apart (the simulation's lowest minimum need not be the one the theory describes); a white
+  diamond: the uncalibrated baseline (Fig. 6);
 * a dashed black line: the Bayes-optimal error; thin dark-red dashes: a located optimum.
 
 Legends go below the axes (``layout="constrained"``, :meth:`Legend.draw`), off the data.
@@ -14,7 +16,8 @@ Legends go below the axes (``layout="constrained"``, :meth:`Legend.draw`), off t
 * :class:`InfAxis`: a log axis of a ridge (λ or λ') with the value ∞ drawn at its right end;
 * :func:`seed_means`: mean, standard error and count of a column over seeds, per point;
 * :func:`draw_curve`: a theory curve with its replicon-unstable and non-converged points marked;
-* :func:`draw_simulation`: simulation means with error bars in the shared style.
+* :func:`draw_simulation`: simulation means with error bars in the shared style, hollow where
+  the theory is replica-unstable (:func:`stable_at`).
 """
 
 from __future__ import annotations
@@ -94,26 +97,37 @@ def draw_curve(
     return line
 
 
-def draw_simulation(ax, x, mean, err, *, color, marker="s", legend=None, kind=None, **kw):
+def stable_at(x, x_theory, stable_theory) -> np.ndarray:
+    """Whether the theory is replica-stable at each simulated x: the ``stable_theory`` flag of
+    the theory point nearest to it (``x_theory``, in the coordinate the points are drawn in)."""
+    x, xt = np.asarray(x, float), np.asarray(x_theory, float)
+    flags = np.asarray(stable_theory, bool)
+    if len(xt) == 0:
+        return np.ones(len(x), bool)
+    finite = np.where(np.isfinite(xt), xt, np.nan)
+    nearest = [int(np.nanargmin(np.abs(finite - v))) if np.isfinite(v) else 0 for v in x]
+    return flags[nearest]
+
+
+def draw_simulation(
+    ax, x, mean, err, *, color, marker="s", legend=None, kind=None, stable=None, **kw
+):
     """Simulation means ± ``err`` in the shared style: filled markers with a black edge, no larger
     than their error bars, drawn above the lines. ``kind``: the legend's text for this marker
-    (default: the legend's ``simulation``)."""
-    ax.errorbar(
-        np.asarray(x, float),
-        mean,
-        err,
-        fmt=marker,
-        color=color,
-        ms=4,
-        mec="k",
-        mew=0.5,
-        capsize=2.5,
-        elinewidth=1.0,
-        zorder=4,
-        **kw,
-    )
+    (default: the legend's ``simulation``). ``stable`` (a flag per point, e.g. from
+    :func:`stable_at`): where it is False the theory's replicon is ≥ 1, the lowest minimum the
+    simulation finds need not be the one the theory describes, and the point is drawn apart,
+    hollow."""
+    x, mean, err = (np.asarray(v, float) for v in (x, mean, err))
+    ok = np.ones(len(x), bool) if stable is None else np.asarray(stable, bool)
+    style = dict(color=color, ms=4, mew=0.5, capsize=2.5, elinewidth=1.0, zorder=4, **kw)
+    for part, face in ((ok, None), (~ok, "white")):
+        if part.any():
+            face_kw = {} if face is None else {"mfc": face}
+            ax.errorbar(x[part], mean[part], err[part], fmt=marker, mec="k", **face_kw, **style)
     if legend is not None:
         legend.simulations.setdefault(marker, kind or legend.simulation or "simulation")
+        legend.simulation_apart |= bool((~ok).any())
 
 
 class Legend:
@@ -126,7 +140,7 @@ class Legend:
         self.simulations: dict[str, str] = {}  # marker -> text
         self.handles: list = []
         self.extras: list = []
-        self.unstable = self.not_converged = False
+        self.unstable = self.not_converged = self.simulation_apart = False
 
     def curve(self, line, *, unstable: bool = False, not_converged: bool = False) -> None:
         """Record a theory line (its label once) and the kinds of marks on it."""
@@ -160,6 +174,20 @@ class Legend:
                     ms=5,
                     ls="none",
                     label="replicon ≥ 1 (RS prediction need not hold)",
+                )
+            )
+        if self.simulation_apart:
+            out.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.6",
+                    marker="s",
+                    mfc="white",
+                    mec="k",
+                    ms=4,
+                    ls="none",
+                    label="simulation where the replicon ≥ 1 (drawn apart)",
                 )
             )
         if self.not_converged:
