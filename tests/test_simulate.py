@@ -390,3 +390,14 @@ def test_the_pipelines_bayes_start_finds_the_minimum_the_spectral_one_misses(mon
     # the uncentred field's diagonal has mean tr(Ŝ)/D-like, here ≈ 3 (30 standard errors)
     uncentred = frozen_preactivation(exp.ft.X, W).mean(0).diagonal()
     assert (uncentred > 10 * se.diagonal()).all()
+
+
+def test_the_bayes_start_of_a_model_without_pre_training():
+    """λ = ∞ gives Ŵ = 0, a frozen field z = 0: the Bayes preprocessing has nothing to remove
+    (κ = 0) and the start is still run; the default search reaches at least the starts' minimum."""
+    p = SMALL.replace(lam=math.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StartsDisagreeWarning)
+        obs = simulate(p, 20, seed=0, progress=False)
+    assert obs.Q == 0 and obs.info["ft_bayes_start"] is True
+    assert math.isfinite(obs.info["finetune_objective"]) and obs.converged

@@ -168,12 +168,14 @@ def bayes_preprocessing(logits: np.ndarray, z: np.ndarray, q0: float, seed_key: 
     for a softmax), ``z`` (n, T, T) the frozen student field. Their row differences
     r = Δ(z*) − κ Δ(z) = Δ(z*_ext − κ z) + Δ(χ*χ*ᵀ − q0 I) are a noisy view of χ* = Xw*/√D:
     the first term is Gaussian with covariance V C (:func:`_difference_covariance`). κ (the
-    least-squares slope of Δ(z*) on Δ(z), → M/Q) and V (by moments: E‖r‖² − E_χ‖Δ(χχᵀ − q0
-    I)‖², over tr C) are estimated from the same data. The posterior mean E[χχᵀ | r] averages
-    :data:`BAYES_SAMPLES` prior draws χ ~ N(0, q0 I_T) by their likelihood. Returns (K, κ, V)."""
+    least-squares slope of Δ(z*) on Δ(z), → M/Q; 0 when z = 0, a frozen Ŵ = 0) and V (by
+    moments: E‖r‖² − E_χ‖Δ(χχᵀ − q0 I)‖², over tr C) are estimated from the same data. The
+    posterior mean E[χχᵀ | r] averages :data:`BAYES_SAMPLES` prior draws χ ~ N(0, q0 I_T) by
+    their likelihood. Returns (K, κ, V)."""
     n, T, _ = z.shape
     r0, dz = _row_differences(logits), _row_differences(z)
-    kappa = float((r0 * dz).sum() / (dz * dz).sum())
+    dz2 = float((dz * dz).sum())
+    kappa = float((r0 * dz).sum() / dz2) if dz2 > 0 else 0.0  # z = 0: a model with Ŵ = 0
     r = r0 - kappa * dz
     rng = np.random.default_rng(np.random.SeedSequence(seed_key))
     chi = rng.standard_normal((BAYES_SAMPLES, T)) * math.sqrt(q0)
@@ -203,14 +205,20 @@ def bayes_spectral_start(
     Uses the training set only: the sequences X (n, T, D), their labels ``target`` (n, T, T) of
     the ``activation`` σ, and the centred frozen field z (n, T, T) of the pre-trained model
     (w = 0); q0 = 1, the teacher's norm in the model. ``key`` seeds the prior samples and
-    ARPACK's start vector. eigsh with two products with X per iteration, as a gradient. None if
+    ARPACK's start vector. eigsh with two products with X per iteration, as a gradient. None
+    (the stage runs without it, and its record says so) if the preprocessing is not finite or
     ARPACK fails."""
     import scipy.sparse.linalg as sla
 
     D = X.shape[-1]
     y = target.cpu().numpy()
-    logits = np.log(y) if activation == "softmax" else X.shape[1] * y
-    K, _, _ = bayes_preprocessing(logits, z.cpu().numpy(), 1.0, key)
+    logits = np.log(np.maximum(y, 1e-300)) if activation == "softmax" else X.shape[1] * y
+    try:
+        K, _, _ = bayes_preprocessing(logits, z.cpu().numpy(), 1.0, key)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.isfinite(K).all():
+        return None
     K = torch.as_tensor(0.5 * (K + K.transpose(0, 2, 1))).to(X)
 
     def times(v):
