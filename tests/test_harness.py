@@ -201,6 +201,23 @@ def test_a_table_is_rewritten_only_beyond_the_stated_tolerance(tmp_path):
     assert os.stat(path).st_mtime != 0
 
 
+def test_numbers_in_a_text_column_are_compared_as_numbers(tmp_path):
+    """A readings table holds numbers among words in one column: a number there moved by
+    rounding noise (the digits a fresh clone's run changes) rewrites nothing; one moved beyond
+    the tolerance, or a word, does."""
+    path = tmp_path / "r.csv"
+    cells = ["holds", "1.3180175014125775", "0.00041056680412812060"]
+    io.write_table(pd.DataFrame({"v": cells}), path)
+    os.utime(path, (0, 0))
+    noise = ["holds", "1.3180175014125868", "0.00041056680412812093"]
+    io.write_table(pd.DataFrame({"v": noise}), path)
+    assert os.stat(path).st_mtime == 0
+    for changed in (["holds", "1.3180175", cells[2]], ["fails", *cells[1:]]):
+        io.write_table(pd.DataFrame({"v": changed}), path)
+        assert os.stat(path).st_mtime != 0, changed
+        os.utime(path, (0, 0))
+
+
 def test_a_figure_is_rewritten_only_when_its_picture_changes(tmp_path):
     import matplotlib
 

@@ -130,7 +130,8 @@ def same_table(
 ) -> bool:
     """True when ``new`` equals ``old`` up to rounding: the same columns in the same order, the
     same shape, equal text cells and numbers within ``|a - b| <= atol + rtol |b|`` (NaN equals
-    NaN, ±inf equals itself). Columns whose name matches the regular expression ``ignore`` are
+    NaN, ±inf equals itself; in a column of text, a cell that reads as a number on both sides is
+    compared as one). Columns whose name matches the regular expression ``ignore`` are
     not compared."""
     if list(old.columns) != list(new.columns) or old.shape != new.shape:
         return False
@@ -142,7 +143,22 @@ def same_table(
             x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
             if not np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
                 return False
-        elif not (a.astype(str).to_numpy() == b.astype(str).to_numpy()).all():
+        elif not _same_cells(a, b, rtol, atol):
+            return False
+    return True
+
+
+def _same_cells(a: pd.Series, b: pd.Series, rtol: float, atol: float) -> bool:
+    """Cells of a text column (e.g. a readings table's numbers among words): equal text, or two
+    numbers within ``|x - y| <= atol + rtol |y|``."""
+    for x, y in zip(a.astype(str), b.astype(str), strict=True):
+        if x == y:
+            continue
+        try:
+            fx, fy = float(x), float(y)
+        except ValueError:
+            return False
+        if not np.isclose(fx, fy, rtol=rtol, atol=atol, equal_nan=True):
             return False
     return True
 
