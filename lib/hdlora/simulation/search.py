@@ -20,7 +20,7 @@ curvature at w = 0, this one reads the labels.
 (with the Bayes start if asked) followed by at most ``basin_hops`` moves, stopping once
 :data:`SETTLED_MOVES` moves in a row found nothing lower: an opt-in search, measured on the map
 of notebook 06 (and its cost in bench/bench_simulate.py, section 4) before it can become the
-default of the simulators, whose committed tables it would change (it costs 3–4 times the
+default of the simulators, whose committed tables it would change (it costs 3–5 times the
 starts alone there).
 """
 
