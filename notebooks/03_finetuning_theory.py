@@ -70,8 +70,9 @@ import pandas as pd
 from hdlora import Params
 from hdlora.harness.agreement import agreement_table, bias_power, check_agreement
 from hdlora.harness.run import Run
+from hdlora.harness.tables import lam_ft_jobs
 from hdlora.model import activations
-from hdlora.simulation import simulate
+from hdlora.simulation import recalibration_scan
 from hdlora.theory import EffectivePretraining, finetune, state_evolution
 
 run = Run("03_finetuning_theory", out_dir, profile, recompute, executor)
@@ -190,8 +191,11 @@ frozen.round(5)
 # quasi-Monte Carlo (or the spread over seeds when `mc_seeds` holds several).
 
 # %%
-sim = run.solve("finetune_validation_simulation", simulate, points, seeds=seeds, grid={"D": Ds},
-                progress=progress)
+# one pre-training per point, D and seed, fine-tuned at each of its λ' (the records of
+# `simulate`, `hdlora.harness.tables.lam_ft_jobs`)
+sim = run.solve_jobs("finetune_validation_simulation", recalibration_scan, lam_ft_jobs(points),
+                     seeds=seeds, grid={"D": Ds}, betas=[1.0],
+                     progress=progress)
 theory = run.solve("finetune_validation_theory", state_evolution, points, seeds=mc_seeds,
                    n_mc=n_mc, progress=progress)
 assert sim["converged"].all() and theory["converged"].all()

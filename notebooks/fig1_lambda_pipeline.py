@@ -91,7 +91,8 @@ from hdlora.harness.readings import (
     verdict_of,
 )
 from hdlora.harness.run import Run
-from hdlora.simulation import simulate
+from hdlora.harness.tables import lam_ft_jobs
+from hdlora.simulation import recalibration_scan
 from hdlora.theory import bayes_optimal, sweep
 
 run = Run("fig1_lambda_pipeline", out_dir, profile, recompute, executor)
@@ -191,8 +192,10 @@ pd.DataFrame({"panel": list(best_lam), "best lambda": list(best_lam.values())})
 bo = run.solve("fig1_bayes", bayes_optimal, list(panels.values()), seeds=[seed], n_mc=bo_n_mc,
                progress=progress)
 bo = bo.assign(source="bayes", panel=panel_of(bo), role="bayes")
-sim = run.solve("fig1_simulation", simulate, sim_points, seeds=sim_seeds, grid={"D": Ds},
-                progress=progress)
+# one pre-training per (λ, D, seed), fine-tuned at each λ' (the records of `simulate`)
+sim = run.solve_jobs("fig1_simulation", recalibration_scan, lam_ft_jobs(sim_points),
+                     seeds=sim_seeds, grid={"D": Ds}, betas=[1.0],
+                     progress=progress)
 sim = sim.assign(source="simulation", panel=panel_of(sim), role="main")
 print(f"simulations: {len(sim)} runs at D = {Ds}, {sim['converged'].mean():.0%} converged")
 assert sim["converged"].all()

@@ -84,7 +84,8 @@ from hdlora.harness.readings import (
     verdict_of,
 )
 from hdlora.harness.run import Run
-from hdlora.simulation import simulate
+from hdlora.harness.tables import lam_ft_jobs
+from hdlora.simulation import recalibration_scan
 from hdlora.theory import sweep
 
 run = Run("fig3_reused_sequences", out_dir, profile, recompute, executor)
@@ -129,8 +130,10 @@ undecided = failed["message"].str.contains("selection is undecided", regex=False
 stable_failed = failed[(failed["replicon_stable"] != False)  # noqa: E712
                        & (failed["ft_replicon_stable"] != False) & ~undecided]  # noqa: E712
 assert profile == "smoke" or stable_failed.empty, "non-converged replicon-stable theory points"
-sim = run.solve("fig3_simulation", simulate, sim_points, seeds=sim_seeds, grid={"D": Ds},
-                progress=progress)
+# one pre-training per (λ, D, seed), fine-tuned at each λ' (the records of `simulate`)
+sim = run.solve_jobs("fig3_simulation", recalibration_scan, lam_ft_jobs(sim_points),
+                     seeds=sim_seeds, grid={"D": Ds}, betas=[1.0],
+                     progress=progress)
 sim = sim.assign(source="simulation", panel="all")
 assert sim["converged"].all()
 fig3 = pd.concat([theory, sim], ignore_index=True)

@@ -477,3 +477,38 @@ def test_a_planning_run_lists_only_the_jobs_not_yet_stored(tmp_path, monkeypatch
     listed = [json.loads(line) for line in plan.read_text().splitlines()]
     assert [len(entry["jobs"]) for entry in listed] == [1]
     assert len(list((tmp_path / "build" / "jobs" / "planned").rglob("*.pkl"))) == 3
+
+
+def test_lam_ft_jobs_share_one_pretraining_per_point():
+    """lam_ft_jobs groups the points that differ only in λ' (order kept, λ' = ∞ included), and
+    the table of recalibration_scan over its jobs (β = 1) holds exactly the records of simulate
+    run point by point (one pre-training per point instead of one per λ')."""
+    from hdlora.simulation import recalibration_scan, simulate
+
+    base = Params(T=2, alpha=0.2, alpha_ft=3.0, lam=0.1, lam_ft=0.5)
+    points = [
+        base,
+        base.replace(lam=0.3),
+        base.replace(lam_ft=math.inf),
+        base.replace(lam=0.3, lam_ft=1.0),
+    ]
+    jobs = tables.lam_ft_jobs(points)
+    assert [(j["point"], j["lam_fts"]) for j in jobs] == [
+        (base, [0.5, math.inf]),
+        (points[1], [0.5, 1.0]),
+    ]
+    with pytest.raises(ValueError, match="lam_ft=0.5 is listed twice"):
+        tables.lam_ft_jobs([base, base.replace(lam=0.3), base])
+    kw = dict(seeds=[2], grid={"D": [12]}, n_test=50)
+    shared = pd.concat(
+        [
+            tables.run_table(
+                recalibration_scan, [j["point"]], lam_fts=j["lam_fts"], betas=[1.0], **kw
+            )
+            for j in jobs
+        ]
+    )
+    alone = tables.run_table(simulate, points, **kw)
+    keys = ["lam", "lam_ft"]
+    shared, alone = (d.sort_values(keys).reset_index(drop=True) for d in (shared, alone))
+    assert io.same_table(alone, shared, rtol=1e-12, ignore="wall_time")

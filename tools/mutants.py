@@ -1054,6 +1054,13 @@ MUTANTS: list[Mutant] = [
         "numbers in a text column compared exactly (rounding noise rewrites a readings table)",
         ("test_harness.py",),
     ),
+    M(
+        "harness/tables.py",
+        "groups.setdefault(p.replace(lam_ft=math.inf), [])",
+        "groups.setdefault(p.replace(lam_ft=math.inf, lam=1.0), [])",
+        "lam_ft_jobs shares one pre-training across points of different λ",
+        ("test_harness.py",),
+    ),
 ]
 
 #: survivors that cannot change any result, with the reason (mirrored in README, "Testing")

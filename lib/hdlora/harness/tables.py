@@ -315,6 +315,24 @@ def table_jobs(
     return [(p, s, c) for p in points for c in combos for s in seeds]
 
 
+def lam_ft_jobs(points: Iterable[Params]) -> list[dict]:
+    """The jobs of :meth:`hdlora.harness.run.Run.solve_jobs` that run one pre-training per
+    point of ``points`` that differs only in λ', fine-tuned at each of its λ'
+    (:func:`hdlora.simulation.recalibration_scan` with ``betas=[1.0]``: each record is exactly
+    that of :func:`hdlora.simulation.simulate` at its λ', for one pre-training instead of one
+    per λ'): ``[{"point": the first such point, "lam_fts": [its λ' values]}, …]``, in the order
+    the pre-trainings first appear. A λ' listed twice for one pre-training is an error."""
+    groups: dict[Params, list[float]] = {}
+    for p in points:
+        lam_fts = groups.setdefault(p.replace(lam_ft=math.inf), [])
+        if p.lam_ft in lam_fts:
+            raise ValueError(f"points: lam_ft={p.lam_ft} is listed twice for the point {p}")
+        lam_fts.append(float(p.lam_ft))
+    return [
+        {"point": p.replace(lam_ft=lam_fts[0]), "lam_fts": lam_fts} for p, lam_fts in groups.items()
+    ]
+
+
 def run_table(
     solver: Callable,
     points: Iterable[Params],
