@@ -80,7 +80,7 @@ map_Ds = None
 map_n_random = None
 map_seeds = None
 map_replicon_seeds = None
-map_basin_hops = None  # the most moves of the map's searches (None: the search's default, 30)
+map_basin_hops = None  # the most moves of the map's searches (None: the simulators' default)
 
 # %%
 import warnings
@@ -96,7 +96,6 @@ from hdlora.diagnostics import StartsDisagreeWarning
 from hdlora.harness.agreement import agreement_table, check_agreement, fit_intercept
 from hdlora.harness.run import Run
 from hdlora.simulation import recalibration_scan, simulate, simulate_finetune
-from hdlora.simulation.search import simulate_finetune_search
 from hdlora.theory import finetune, noise, state_evolution
 
 run = Run("06_finetuning_protocols", out_dir, profile, recompute, executor)
@@ -321,7 +320,7 @@ starts = run.solve_jobs("protocols_minima_map_starts", simulate_finetune,
                         [dict(point=map_params.replace(lam_ft=float(lf))) for lf in map_lam_fts],
                              seeds=map_seeds, grid={"effective": [map_eff], "D": map_Ds},
                              n_init=map_n_random, spectral_start=False, teacher_start=True,
-                             progress=progress)
+                             bayes_start=False, basin_hops=0, progress=progress)
 
 
 def start_columns(df):
@@ -366,43 +365,47 @@ plt.show()
 # %% [markdown]
 # ### Which search reaches the lowest minimum without the teacher
 #
-# On the same data (same seeds): the simulators' default (the spectral start and 3 random ones,
-# `simulate_finetune`), the basin-hopping search (`simulate_finetune_search(bayes_start=False)`:
-# the default, then at most `map_basin_hops` moves of size $2\lVert w\rVert$ from the best
-# minimum, each kept only if it lowers the objective, until 10 moves in a row found nothing lower,
-# `hdlora.simulation.search`), and the same search with one
-# more start (its default): the spectral start of the data's own matrix
-# $\sum_\mu X_\mu^\top K_\mu X_\mu/D$, with
-# $K_\mu = I - q_0\,\mathbb E[\chi\chi^\top\mid y_\mu]^{-1}$ and the posterior of the
-# sequence's $\chi^*_\mu$ given its labels (`bayes_spectral_start`). A run *reaches the lowest
-# minimum* when its objective is within $10^{-7}$ (relative) of the lowest found by any method on
-# that data, the teacher start and the `map_n_random` random starts above included; the time is
-# the median wall time of one run. Where the theory (Result 5 at the map's $(Q_0,Q,M)$) is
-# replica-stable (the replicon (78), averaged over `map_replicon_seeds` samples, below 1 by two
-# standard errors), a search that is to become the simulators' default should reach the lowest
-# minimum in at least 95 % of the runs at every $D$ (with 8 runs: all of them); the table says
-# where each does (`meets_95`) and what it costs against the default (before: the default; after:
-# the Bayes start + basin hopping), and lists the runs where the candidate missed the lowest
-# minimum with the minima found. Each search record says whether it had settled (none of its last
-# 10 moves accepted; one that had not warns).
+# On the same data (same seeds), three searches, each without the teacher:
+#
+# * **former default** (before): the starts alone, the spectral start and 3 random ones
+#   (`simulate_finetune(bayes_start=False, basin_hops=0)`);
+# * **basin hopping**: those starts, then at most `map_basin_hops` (None: the default, 30)
+#   moves of size $2\lVert w\rVert$ from the best minimum, each kept only if it lowers the
+#   objective, until 10 moves in a row found nothing lower (`bayes_start=False`,
+#   `hdlora.simulation.search.basin_hop`);
+# * **default** (after): the same search with one more start, the spectral start of the data's
+#   own matrix $\sum_\mu X_\mu^\top K_\mu X_\mu/D$, with
+#   $K_\mu = I - q_0\,\mathbb E[\chi\chi^\top\mid y_\mu]^{-1}$ and the posterior of the
+#   sequence's $\chi^*_\mu$ given its labels (`bayes_spectral_start`), and no move at all where
+#   the 5 starts end in one minimum (`AGREEING_STARTS`): what every simulator now runs
+#   (`hdlora.simulation.search.finetune_stage`).
+#
+# A run *reaches the lowest minimum* when its objective is within $10^{-7}$ (relative) of the
+# lowest found by any method on that data, the teacher start and the `map_n_random` random
+# starts above included; the time is the median wall time of one run. Where the theory
+# (Result 5 at the map's $(Q_0,Q,M)$) is replica-stable (the replicon (78), averaged over
+# `map_replicon_seeds` samples, below 1 by two standard errors), the default should reach the
+# lowest minimum in at least 95 % of the runs at every $D$ (with 8 runs: all of them): the
+# table says where it does (`meets_95`), and lists each run where it did not with the minima
+# found. Each record says whether its search had settled (none of its last 10 moves accepted;
+# one that had not warns).
 
 # %%
 map_jobs = [dict(point=map_params.replace(lam_ft=float(lf))) for lf in map_lam_fts]
 map_grid = {"effective": [map_eff], "D": map_Ds}
 hops = {} if map_basin_hops is None else {"basin_hops": map_basin_hops}
+map_searches = {
+    "former default": dict(bayes_start=False, basin_hops=0),
+    "basin hopping": dict(bayes_start=False, **hops),
+    "default": dict(hops),
+}
 # the map measures how often starts end in different minima: their warnings would only repeat it
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StartsDisagreeWarning)
-    searches = {
-        "default": run.solve_jobs("protocols_minima_map_default", simulate_finetune, map_jobs,
-                                  seeds=map_seeds, grid=map_grid, progress=progress),
-        "basin hopping": run.solve_jobs("protocols_minima_map_search", simulate_finetune_search,
-                                        map_jobs, seeds=map_seeds, grid=map_grid,
-                                        bayes_start=False, progress=progress, **hops),
-        "Bayes start + basin hopping": run.solve_jobs(
-            "protocols_minima_map_search_bayes", simulate_finetune_search, map_jobs,
-            seeds=map_seeds, grid=map_grid, bayes_start=True, progress=progress, **hops),
-    }
+    searches = {method: run.solve_jobs(f"protocols_minima_map_{method.replace(' ', '_')}",
+                                       simulate_finetune, map_jobs, seeds=map_seeds,
+                                       grid=map_grid, progress=progress, **search)
+                for method, search in map_searches.items()}
 keys_map = ["lam_ft", "D", "seed"]
 lowest = pd.concat([long[[*keys_map, "objective"]]]
                    + [df[keys_map].assign(objective=df["info_finetune_objective"])
@@ -411,8 +414,8 @@ rows = []
 for method, df in searches.items():
     obj = df.set_index(keys_map)["info_finetune_objective"]
     reached = (obj - lowest.loc[obj.index]) <= 1e-7 * lowest.loc[obj.index].abs()
-    settled = df.set_index(keys_map).get("info_ft_search_settled", pd.Series(np.nan, obj.index))
-    rows.append(pd.DataFrame({"method": method, "reached_lowest": reached, "settled": settled,
+    rows.append(pd.DataFrame({"method": method, "reached_lowest": reached,
+                              "settled": df.set_index(keys_map)["info_ft_search_settled"],
                               "wall_time": df.set_index(keys_map)["wall_time"]}).reset_index())
 # the replicon (78) of one state evolution is heavy-tailed here (its per-sample term
 # ‖(v∇²ψ)⁻¹ + I‖² is large where a sample's proximal Hessian nearly vanishes): the mean over
@@ -430,16 +433,8 @@ search_map = (pd.concat(rows).groupby(["method", "lam_ft", "D"])
                    settled=("settled", "mean"), median_wall_time=("wall_time", "median"))
               .reset_index()
               .merge(replicon, on="lam_ft"))
-search_map["meets_95"] = search_map["reached_lowest"] >= 0.95
-run.write(search_map, "protocols_minima_map_search_summary")
 display(search_map.pivot_table(index="method", columns=["lam_ft", "D"],
-                               values=["reached_lowest", "settled", "median_wall_time"]).round(3))
-every_D = search_map[search_map["replica_stable"]].groupby(["method", "lam_ft"])
-print("reaches the lowest minimum in >= 95 % of the runs at every D (replica-stable lam_ft):")
-display(every_D["meets_95"].all().unstack())
-# what the candidate costs against the default, per (lam_ft, D): the ratio of the median times
-cost = search_map.pivot_table(index=["lam_ft", "D"], columns="method", values="median_wall_time")
-display((cost["Bayes start + basin hopping"] / cost["default"]).rename("after / before").round(2))
+                               values=["reached_lowest", "median_wall_time"]).round(3))
 fig, axes = plt.subplots(1, len(map_lam_fts), figsize=(4 * len(map_lam_fts), 3.2), sharey=True,
                          squeeze=False)
 for ax, (lf, part) in zip(axes[0], search_map.groupby("lam_ft"), strict=True):
@@ -455,36 +450,53 @@ axes[0, 0].legend(fontsize=8)
 fig.tight_layout()
 run.save(fig, "protocols_minima_map_search")
 plt.show()
-# the runs where the candidate missed the lowest minimum of a replica-stable point: the minima
-# found there (each random start of the map, and each search), lowest first
-found = pd.concat([long.assign(method="start: " + long["kind"])[[*keys_map, "method", "objective",
-                                                                   "overlap"]]]
+# the issue's requirement, per (λ', D) where the theory is replica-stable: the default reaches the
+# lowest minimum in >= 95 % of the runs (with 8 runs: all of them); reported, not assumed
+search_map["meets_95"] = search_map["reached_lowest"] >= 0.95
+run.write(search_map, "protocols_minima_map_search_summary")
+every_D = search_map[search_map["replica_stable"]].groupby(["method", "lam_ft"])
+print("reaches the lowest minimum in >= 95 % of the runs at every D (replica-stable lam_ft):")
+display(every_D["meets_95"].all().unstack())
+# the default's cost against the former default's, per (lam_ft, D): the median ratio of the times
+cost = search_map.pivot_table(index=["lam_ft", "D"], columns="method", values="median_wall_time")
+display((cost["default"] / cost["former default"]).rename("default / former default").round(2))
+# each search starts with the former default's starts on the same data and only goes down
+for method in ("basin hopping", "default"):
+    both = searches["former default"].merge(searches[method], on=keys_map,
+                                            suffixes=("_before", "_after"))
+    assert (both["info_finetune_objective_after"]
+            <= both["info_finetune_objective_before"] * (1 + 1e-12)).all(), method
+# where the default missed the lowest minimum of a replica-stable point: the minimum it kept and
+# the lowest one, their objectives and overlaps o_w (which search found the lowest is in the map)
+found = pd.concat([long.assign(method="start " + long["kind"]).rename(columns={"overlap": "o_w"})
+                   [[*keys_map, "method", "objective", "o_w"]]]
                   + [df[keys_map].assign(method=m, objective=df["info_finetune_objective"],
-                                         overlap=df["overlap"]) for m, df in searches.items()])
-stable_lams = replicon.loc[replicon["replica_stable"], "lam_ft"].tolist()
-missed = pd.concat(rows).query("method == 'Bayes start + basin hopping' and not reached_lowest")
-for _, r in missed[missed["lam_ft"].isin(stable_lams)].iterrows():
+                                         o_w=df["overlap"]) for m, df in searches.items()])
+stable_lams = replicon.loc[replicon["replica_stable"], "lam_ft"]
+rows_missed = (pd.concat(rows).query("method == 'default' and not reached_lowest")
+               .merge(pd.DataFrame({"lam_ft": stable_lams}), on="lam_ft"))
+for _, r in rows_missed.iterrows():
     at = found[(found["lam_ft"] == r["lam_ft"]) & (found["D"] == r["D"])
                & (found["seed"] == r["seed"])].sort_values("objective")
-    print(f"lam_ft = {r['lam_ft']:g}, D = {r['D']}, seed {r['seed']}: the minima found")
-    display(at.drop_duplicates(["method"]).head(4).round(6))
-# the search never ends above the default it starts from (its moves only go down)
-both = searches["default"].merge(searches["basin hopping"], on=keys_map,
-                                 suffixes=("_default", "_search"))
-assert (both["info_finetune_objective_search"]
-        <= both["info_finetune_objective_default"] * (1 + 1e-12)).all()
+    print(f"lam_ft = {r['lam_ft']:g}, D = {r['D']}, seed {r['seed']}: the default kept "
+          f"{float(at.loc[at['method'] == 'default', 'objective'].iloc[0]):.6f}; lowest:")
+    display(at.head(3).round(6))
 # the overlap o_w of the minimum each spectral start reaches: the data's Bayes start against the
-# Hessian's (start 0 of the Bayes search is the Bayes start, start 1 the Hessian's)
-bayes_runs = searches["Bayes start + basin hopping"]
-display(bayes_runs.groupby(["lam_ft", "D"])[["info_ft_start0_overlap", "info_ft_start1_overlap"]]
-        .median().rename(columns={"info_ft_start0_overlap": "o_w from the Bayes start",
-                                  "info_ft_start1_overlap": "o_w from the Hessian's"}).round(3))
+# Hessian's (start 0 is the Hessian's spectral start; the Bayes start is the one of kind "bayes")
+default_runs = searches["default"]
+bayes_k = next(k for k in range(10) if default_runs[f"info_ft_start{k}_kind"].eq("bayes").all())
+display(default_runs.groupby(["lam_ft", "D"])[[f"info_ft_start{bayes_k}_overlap",
+                                               "info_ft_start0_overlap"]]
+        .median().rename(columns={f"info_ft_start{bayes_k}_overlap": "o_w from the Bayes start",
+                                  "info_ft_start0_overlap": "o_w from the Hessian's"}).round(3))
 
 # %% [markdown]
 # ### The default simulator finds the best minimum at the validation points
 #
-# At the three effective pre-trainings of §1: the default `simulate_finetune` (spectral start +
-# 3 random) against the best of `map_n_random` random starts plus the teacher start. Same data
+# At the three effective pre-trainings of §1: the default `simulate_finetune` (spectral start,
+# 3 random, the Bayes start and basin hopping where they disagree) against the best of
+# `map_n_random` random starts
+# plus the teacher start (with the same search after them). Same data
 # (same seed), so the objectives compare exactly. At the replicon-stable points (78 < 1) the
 # default must reach the same minimum; at a point whose replicon is ≥ 1 (at the quick profile the
 # third, 1.03) the landscape may hold many near-degenerate minima, and the gap is reported.

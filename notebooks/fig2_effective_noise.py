@@ -27,9 +27,9 @@
 # state evolution (Result 5, eqs. 67–72; `hdlora.theory.sweep` on effective pre-trainings);
 # squares: simulations of the fine-tuning alone with the frozen field drawn from $\mathcal Q$
 # (`hdlora.simulation.simulate_finetune`, exact for fresh sequences). Each simulation keeps the
-# lowest objective of the simulator's default starts and of a start at the teacher $w=w^*$
-# (`teacher_start=True`: a validation device; the LoRA objective is not convex, notebook 06 maps
-# where random starts fail).
+# lowest objective of the simulator's default search (its starts, one from the data, and basin
+# hopping where they disagree) and of a start at the teacher $w=w^*$ (`teacher_start=True`: a
+# validation device; the LoRA objective is not convex, notebook 06 maps where starts fail).
 #
 # Caption parameters: $T=3$, $\lambda'=0.5$, softmax; simulations at $D=10^4$ over five runs in
 # the paper profile. The caption does not list the $\alpha'$: we draw $\alpha'\in\{1,3,10\}$,

@@ -41,9 +41,10 @@
 #
 # **How the simulations' minima are found.** The paper reports that for the uniform selection at
 # large $\Delta_{\rm eff}$ and small $\lambda'$ random L-BFGS starts mostly fail and were replaced
-# by a start at $w=w^*$. Here every simulation runs the simulator's default random starts *and*
-# the teacher start (`teacher_start=True`, a validation device: it uses $w^*$) and keeps the
-# lowest objective; the table below counts how often the starts disagreed.
+# by a start at $w=w^*$. Here every simulation runs the simulator's default search (the spectral
+# start, random ones, a start from the data, and basin hopping where the starts end in different
+# minima) *and* the teacher start (`teacher_start=True`, a validation device: it uses $w^*$) and
+# keeps the lowest objective; the table below counts how often the starts disagreed.
 #
 # Parameters (papermill): `T`, `activation`, `Delta`, `M`, `alpha_ft_bar` ($\bar\alpha'$), the
 # curves `rhos`, the candidates `lam_fts` for $\lambda'$, the axis `delta_eff_max` with `n_delta`

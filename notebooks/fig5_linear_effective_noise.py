@@ -24,9 +24,9 @@
 # `hdlora.theory.finetune` on an `EffectivePretraining`); squares: simulations of the fine-tuning
 # alone with the frozen field drawn from the law $\mathcal Q$ of Result 1
 # (`hdlora.simulation.simulate_finetune`, exact for fresh sequences). Each simulation keeps the
-# lowest objective of the simulator's default starts and of a start at the teacher $w=w^*$
-# (`teacher_start=True`: a validation device; the LoRA objective is not convex, notebook 06 maps
-# where random starts fail).
+# lowest objective of the simulator's default search (its starts, one from the data, and basin
+# hopping where they disagree) and of a start at the teacher $w=w^*$ (`teacher_start=True`: a
+# validation device; the LoRA objective is not convex, notebook 06 maps where starts fail).
 #
 # **The reference of the excess error.** The caption subtracts "the value at $\Delta_{\rm eff}=0$",
 # the text "the value at $\alpha'\to\infty$". We draw the second: with infinitely many samples the

@@ -166,17 +166,20 @@ def test_bad_arguments_are_named():
 
 # ---------------------------------------------------------------- starts, β, active selection
 def test_every_start_is_recorded_with_the_teacher_starts():
-    """n_init = (1, 2) plus the teacher starts: the record lists each start of each stage
-    (kind, objective, overlap), and the kept one has the lowest objective."""
+    """n_init = (1, 2) plus the Bayes and teacher starts (no moves): the record lists each start
+    of each stage (kind, objective, overlap), and the kept one has the lowest objective."""
     p = Params(T=2, kappa0=0.5, alpha=0.2, alpha_ft=2.0, lam=0.1, lam_ft=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StartsDisagreeWarning)
-        obs = simulate(p, 24, seed=1, n_init=(1, 2), teacher_start=True, progress=False)
+        obs = simulate(
+            p, 24, seed=1, n_init=(1, 2), teacher_start=True, basin_hops=0, progress=False
+        )
     info = obs.info
-    assert info["pre_n_starts"] == 2 and info["ft_n_starts"] == 3
+    assert info["pre_n_starts"] == 2 and info["ft_n_starts"] == 4
     assert [info["pre_start0_kind"], info["pre_start1_kind"]] == ["random", "teacher"]
-    assert [info[f"ft_start{k}_kind"] for k in range(3)] == ["spectral", "random", "teacher"]
-    for prefix, stage, n in (("pre", "pretrain", 2), ("ft", "finetune", 3)):
+    kinds = [info[f"ft_start{k}_kind"] for k in range(4)]
+    assert kinds == ["spectral", "random", "bayes", "teacher"]
+    for prefix, stage, n in (("pre", "pretrain", 2), ("ft", "finetune", 4)):
         objectives = [info[f"{prefix}_start{k}_objective"] for k in range(n)]
         assert info[f"{stage}_objective"] == min(objectives)
         assert info[f"{prefix}_best_start"] == int(np.argmin(objectives))
@@ -210,10 +213,11 @@ def test_default_starts_and_n_init():
     W = exp.pretrain(progress=False)
     assert [s["kind"] for s in W.starts] == ["random", "random"]  # DEFAULT_N_INIT["pretrain"]
     w = exp.finetune(W.x, progress=False)
-    assert [s["kind"] for s in w.starts] == ["spectral", "random", "random", "random"]
-    warm = exp.finetune(W.x, w0=w.x, progress=False)  # a warm start alone
+    assert [s["kind"] for s in w.starts] == ["spectral", "random", "random", "random", "bayes"]
+    alone = dict(bayes_start=False, basin_hops=0, progress=False)  # the starts alone
+    warm = exp.finetune(W.x, w0=w.x, **alone)  # a warm start alone
     assert [s["kind"] for s in warm.starts] == ["warm"] and warm.n_iter <= 2
-    two = exp.finetune(W.x, w0=w.x, n_init=2, spectral_start=False, progress=False)
+    two = exp.finetune(W.x, w0=w.x, n_init=2, spectral_start=False, **alone)
     assert [s["kind"] for s in two.starts] == ["warm", "random"]
     for bad in (0, -1, 2.5, True, (1, 0), (1, 2, 3)):
         with pytest.raises(ValueError, match="n_init"):
@@ -347,3 +351,67 @@ def test_the_test_sets_are_ten_D_fresh_sequences_by_default():
     assert Experiment(SMALL, D, seed=0, n_test=7).test.X.shape[0] == 7
     with pytest.raises(ValueError, match="n_test"):
         Experiment(SMALL, D, seed=0, n_test=0)
+
+
+@pytest.mark.filterwarnings("ignore::hdlora.diagnostics.StartsDisagreeWarning")
+def test_the_pipelines_bayes_start_finds_the_minimum_the_spectral_one_misses(monkeypatch):
+    """The two-stage pipeline at D = 60, seed 1 (T = 2, α' = 2, λ' = 0.5): the spectral start
+    alone stops at o_w ≈ 0.12, well above the minimum L-BFGS finds from the teacher w*; the
+    default (its starts, the Bayes start, the moves) reaches that minimum without the teacher.
+    The Bayes start reads the centred frozen field z of the training sequences: its mean over
+    the sequences is 0 within its standard error (the uncentred D⁻¹XŜXᵀ is not)."""
+    import hdlora.simulation.search as search
+    from hdlora.model.losses import frozen_preactivation
+
+    p = Params(T=2, kappa0=0.5, alpha=0.5, alpha_ft=2.0, lam=0.1, lam_ft=0.5)
+    exp = Experiment(p, 60, seed=1, device="cpu")
+    W = exp.pretrain(progress=False).x
+    alone = dict(bayes_start=False, basin_hops=0, progress=False)
+    ref = exp.finetune(W, n_init=1, spectral_start=False, teacher_start=True, **alone)
+    assert ref.starts[ref.best_start]["kind"] == "teacher"
+    spectral = exp.finetune(W, n_init=1, **alone)
+    assert spectral.objective > ref.objective + 0.1
+    assert spectral.starts[0]["overlap"] < 0.3 < 0.7 < ref.starts[1]["overlap"]
+    fields = []
+    original = search.bayes_spectral_start
+
+    def spy(X, target, z, activation, key):
+        fields.append(z)
+        return original(X, target, z, activation, key)
+
+    monkeypatch.setattr(search, "bayes_spectral_start", spy)
+    fit = exp.finetune(W, progress=False)
+    assert fit.objective <= ref.objective * (1 + 1e-7)
+    assert fit.search["ft_bayes_start"] and fit.search["ft_search_settled"]
+    (z,) = fields
+    n = z.shape[0]
+    mean, se = z.mean(0), z.std(0) / n**0.5
+    assert (mean.abs() < 4 * se).all()
+    # the uncentred field's diagonal has mean tr(Ŝ)/D-like, here ≈ 3 (30 standard errors)
+    uncentred = frozen_preactivation(exp.ft.X, W).mean(0).diagonal()
+    assert (uncentred > 10 * se.diagonal()).all()
+
+
+def test_the_bayes_start_of_a_model_without_pre_training():
+    """λ = ∞ gives Ŵ = 0, a frozen field z = 0: the Bayes preprocessing has nothing to remove
+    (κ = 0) and the start is still run; the default search reaches at least the starts' minimum."""
+    p = SMALL.replace(lam=math.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StartsDisagreeWarning)
+        obs = simulate(p, 20, seed=0, progress=False)
+    assert obs.Q == 0 and obs.info["ft_bayes_start"] is True
+    assert math.isfinite(obs.info["finetune_objective"]) and obs.converged
+
+
+def test_the_frozen_models_record_has_the_searchs_columns():
+    """λ' = ∞ (ŵ = 0, no fit) records that nothing was searched, with the same columns as a
+    fitted record, so a table mixing both has no hole where the search's columns are."""
+    frozen = simulate(SMALL.replace(lam_ft=math.inf), 16, seed=0, progress=False).info
+    assert frozen["ft_n_hops"] == 0 and frozen["ft_search_settled"] is True
+    assert frozen["ft_bayes_start"] is False and frozen["ft_search_skipped"] is False
+    assert frozen["ft_hops_objective_drop"] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StartsDisagreeWarning)
+        fitted = simulate(SMALL, 16, seed=0, basin_hops=0, progress=False).info
+    search = {k for k in fitted if k.startswith(("ft_search", "ft_hops", "ft_n_hops", "ft_bayes"))}
+    assert search and search <= set(frozen)

@@ -97,8 +97,8 @@ def test_record_fields():
     assert obs.beta_star == pytest.approx(1.0 / 1.2)
     assert obs.overlap == pytest.approx(obs.m / math.sqrt(obs.q * obs.q0), rel=1e-12)
     assert obs.m >= 0 and np.isnan(obs.train_error)
-    assert obs.info["ft_n_starts"] == 2
-    assert [obs.info[f"ft_start{k}_kind"] for k in range(2)] == ["spectral", "random"]
+    assert obs.info["ft_n_starts"] == 3  # n_init, then the start from the data
+    assert [obs.info[f"ft_start{k}_kind"] for k in range(3)] == ["spectral", "random", "bayes"]
     # the train error is the objective minus the penalty, per sample
     exp = FinetuneExperiment(P3, EFF, 30, seed=1, device="cpu")
     penalty = P3.lam_ft * obs.q * 30
@@ -179,6 +179,7 @@ def test_a_random_start_in_a_spurious_minimum_warns_and_the_best_is_kept():
     p = Params(T=2, kappa0=0.5, Delta=0.5, alpha_ft=2.0, lam_ft=0.1)
     eff = EffectivePretraining(Q0=1.5, Q=1.0, M=0.9)
     kw = dict(n_init=1, spectral_start=False, teacher_start=True, progress=False)
+    kw |= dict(bayes_start=False, basin_hops=0)  # the starts alone (the search: test_search.py)
     with pytest.warns(StartsDisagreeWarning, match="starts disagree"):
         obs = simulate_finetune(p, eff, 60, seed=3, **kw)
     info = obs.info
@@ -208,7 +209,7 @@ def test_starts_that_agree_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error", StartsDisagreeWarning)
         obs = simulate_finetune(P3, EFF, 100, seed=0, n_init=3, teacher_start=True, progress=False)
-    assert obs.info["ft_n_starts"] == 4 and not obs.info["ft_starts_disagree"]
+    assert obs.info["ft_n_starts"] == 5 and not obs.info["ft_starts_disagree"]  # + Bayes, teacher
     assert obs.info["ft_overlap_gap"] < 1e-4 and obs.info["ft_n_minima"] == 1
 
 

@@ -39,6 +39,7 @@ from hdlora.model.data import (
 )
 from hdlora.model.losses import (
     finetune_objective,
+    finetune_preactivation,
     frozen_preactivation,
     pretrain_objective,
     pretrain_preactivation,
@@ -48,12 +49,12 @@ from hdlora.params import Params
 from hdlora.simulation.active import select_active
 from hdlora.simulation.lbfgs import FitResult
 from hdlora.simulation.measure import delta_eff_hat, errors, order_parameters, test_set_size
+from hdlora.simulation.search import finetune_stage
 from hdlora.simulation.starts import (
     STAGE_ID,
     assemble_starts,
     best_of_starts,
     check_n_init,
-    finetune_stage,
     fits_record,
     seeded_normal,
 )
@@ -214,11 +215,12 @@ class Experiment:
     def finetune(self, W_hat: torch.Tensor, lam_ft: float | None = None, **options) -> FitResult:
         """Minimise eq. (3) + λ'‖w‖² with Ŵ frozen; ``fit.x`` is ŵ (D,), signed so that m ≥ 0.
 
-        ``options``: those of :func:`~hdlora.simulation.starts.fit_finetune` (``w0``,
+        ``options``: those of :func:`~hdlora.simulation.search.finetune_stage` (``w0``,
         ``n_init`` — None: :data:`~hdlora.simulation.starts.DEFAULT_N_INIT` ["finetune"], the
         first non-warm start the spectral one unless ``spectral_start=False`` —,
-        ``teacher_start`` (w = w*), ``gtol``, ``max_iter``, ``progress``); ``fit.starts``
-        records the overlap o_w of each start."""
+        ``teacher_start`` (w = w*), ``bayes_start``, ``basin_hops``, ``gtol``, ``max_iter``,
+        ``progress``); ``fit.starts`` records the overlap o_w of each start. The start from
+        the data reads the centred frozen field z = finetune_preactivation(w = 0)."""
         params = self.params if lam_ft is None else self.params.replace(lam_ft=lam_ft)
         ft = self.ft
         A_frozen = frozen_preactivation(ft.X, W_hat)
@@ -227,12 +229,18 @@ class Experiment:
             p = params.replace(lam_ft=lam_ft)
             return lambda w: finetune_objective(w, A_frozen, W_hat, ft, p, self.centering)
 
+        def training_data():
+            w_zero = torch.zeros(self.D, device=ft.X.device, dtype=ft.X.dtype)
+            z = finetune_preactivation(A_frozen, ft.X, W_hat, w_zero, self.centering)
+            return ft.X, ft.target, z, params.activation
+
         return finetune_stage(
             objective_at,
             params.lam_ft,
             self.teacher.w_star,
             self.seed,
             desc=f"finetune D={self.D}",
+            training_data=training_data,
             **options,
         )
 

@@ -51,7 +51,8 @@ from hdlora.simulation.active import active_order, check_rho
 from hdlora.simulation.experiment import default_device
 from hdlora.simulation.lbfgs import FitResult
 from hdlora.simulation.measure import delta_eff_hat, finetune_overlap, test_set_size
-from hdlora.simulation.starts import finetune_stage, fits_record
+from hdlora.simulation.search import DEFAULT_BASIN_HOPS, finetune_stage
+from hdlora.simulation.starts import fits_record
 from hdlora.theory import noise
 
 #: independent random streams of one fine-tuning experiment
@@ -210,14 +211,16 @@ class FinetuneExperiment:
     def finetune(self, lam_ft: float | None = None, **options) -> FitResult:
         """Minimise eq. (3) + λ'‖w‖² from several starts, as
         :meth:`hdlora.simulation.Experiment.finetune` (the same ``options``, the same stage
-        :func:`~hdlora.simulation.starts.finetune_stage`); ŵ signed so that m ≥ 0."""
+        :func:`~hdlora.simulation.search.finetune_stage`); ŵ signed so that m ≥ 0."""
         lam_ft = self.params.lam_ft if lam_ft is None else lam_ft
+        train = self.train
         return finetune_stage(
             lambda lam: lambda w: self.objective(w, lam),
             lam_ft,
             self.w_star,
             self.seed,
             desc=f"finetune-only D={self.D}",
+            training_data=lambda: (train.X, train.target, self.z, self.params.activation),
             **options,
         )
 
@@ -326,6 +329,8 @@ def simulate_finetune(
     n_init: int | None = None,
     teacher_start: bool = False,
     spectral_start: bool = True,
+    bayes_start: bool = True,
+    basin_hops: int = DEFAULT_BASIN_HOPS,
     w0: torch.Tensor | None = None,
     n_test: int | None = None,
     teacher: TeacherPrior = "sphere",
@@ -353,6 +358,13 @@ def simulate_finetune(
         start is recorded (``info["ft_start{k}_…"]``, :func:`~hdlora.simulation.starts.
         starts_summary`); a :class:`~hdlora.diagnostics.StartsDisagreeWarning` says when their
         overlaps differ by more than :data:`~hdlora.simulation.starts.OVERLAP_DISAGREE`.
+    bayes_start, basin_hops : the search for the lowest minimum
+        (:func:`~hdlora.simulation.search.finetune_stage`): one more start from the data
+        (default True) and at most ``basin_hops`` basin-hopping moves from the best start
+        (default :data:`~hdlora.simulation.search.DEFAULT_BASIN_HOPS`; the search stops once
+        settled, and makes no move where the starts agree on one minimum).
+        ``bayes_start=False, basin_hops=0``: the starts alone. The record's ``info`` says what
+        the search did (``ft_search_skipped``, ``ft_n_hops``, ``ft_search_settled``, …).
     n_test : fresh test sequences (default 10 D).
 
     Returns the :class:`Observables` (source = "simulation", ``info["simulator"] =
@@ -381,6 +393,8 @@ def simulate_finetune(
         n_init=n_init,
         teacher_start=teacher_start,
         spectral_start=spectral_start,
+        bayes_start=bayes_start,
+        basin_hops=basin_hops,
         gtol=gtol,
         max_iter=max_iter,
         progress=progress,

@@ -35,6 +35,8 @@ class FitResult:
     (:func:`hdlora.simulation.starts.best_of_starts`) also lists every start in ``starts``
     (dicts of flat scalars: kind, objective, overlap, converged, n_iter, grad_max) and the index
     ``best_start`` of the one kept; ``n_evals`` and ``wall_time`` are then summed over the starts.
+    A fine-tuning fit carries in ``search`` the record's entries of its basin-hopping search
+    (:func:`hdlora.simulation.search.search_info`).
     """
 
     x: torch.Tensor
@@ -47,6 +49,7 @@ class FitResult:
     wall_time: float
     starts: list[dict] = field(default_factory=list)
     best_start: int = 0
+    search: dict = field(default_factory=dict)
 
 
 def _stop_reason(f, g, gtol, done, history: list[float], chunk: int) -> str | None:

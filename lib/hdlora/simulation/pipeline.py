@@ -22,6 +22,7 @@ from hdlora.observables import Observables
 from hdlora.params import Params
 from hdlora.simulation.active import check_rho
 from hdlora.simulation.experiment import Experiment
+from hdlora.simulation.search import DEFAULT_BASIN_HOPS
 from hdlora.simulation.starts import check_n_init
 from hdlora.theory import noise
 
@@ -89,6 +90,8 @@ def simulate(
     n_init: int | tuple[int, int] | None = None,
     teacher_start: bool = False,
     spectral_start: bool = True,
+    bayes_start: bool = True,
+    basin_hops: int = DEFAULT_BASIN_HOPS,
     beta: float | None = 1.0,
     rho: float | None = None,
     W0: torch.Tensor | None = None,
@@ -120,6 +123,11 @@ def simulate(
         w = w*): a validation device that uses the ground truth, see the module docstring.
     spectral_start : the first fine-tuning start is the spectral one
         (:func:`~hdlora.simulation.starts.spectral_init`) instead of a random one (default True).
+    bayes_start, basin_hops : the fine-tuning's search for its lowest minimum
+        (:func:`~hdlora.simulation.search.finetune_stage`): one more start from the data
+        (default True) and at most ``basin_hops`` basin-hopping moves from the best start
+        (none where the starts agree on one minimum); ``bayes_start=False, basin_hops=0``: the
+        starts alone.
     beta : the recalibration Ŵ → √β Ŵ (eq. 26, App. E) applied after the pre-training and
         before the fine-tuning (1: none). None uses β* = M/Q measured on this run's Ŵ. (The
         theory notebooks, like App. E of the paper, pass β explicitly, computed from the
@@ -158,6 +166,8 @@ def simulate(
             n_init=n_ft,
             teacher_start=teacher_start,
             spectral_start=spectral_start,
+            bayes_start=bayes_start,
+            basin_hops=basin_hops,
             **solver,
         )
         w_hat = fits["finetune"].x
@@ -175,6 +185,8 @@ def recalibration_scan(
     n_init: int | tuple[int, int] | None = None,
     teacher_start: bool = False,
     spectral_start: bool = True,
+    bayes_start: bool = True,
+    basin_hops: int = DEFAULT_BASIN_HOPS,
     n_test: int | None = None,
     teacher: TeacherPrior = "sphere",
     centering: Centering = "population",
@@ -216,6 +228,8 @@ def recalibration_scan(
                 n_init=n_ft,
                 teacher_start=teacher_start,
                 spectral_start=spectral_start,
+                bayes_start=bayes_start,
+                basin_hops=basin_hops,
                 **solver,
             )
             fits = {"pretrain": fit_pre, "finetune": fit_ft}

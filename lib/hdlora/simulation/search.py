@@ -1,46 +1,50 @@
-r"""A search for the lowest fine-tuning minimum: basin hopping after the starts, and a start
-from the data (issue 27).
+r"""The fine-tuning stage of both simulators: the starts, one start from the data, and a
+basin-hopping search from the best minimum (issue 27).
 
 The starts of :mod:`hdlora.simulation.starts` each end in the basin they began in, and at large
 D the lowest basin of eq. (3) is rarely that of a random or the spectral start: notebook 06,
-§ 4, maps how often they reach the lowest objective. :func:`basin_hop` continues from the best
-minimum of the starts: it displaces it by a move of the size of the minimiser itself
-(:data:`HOP_STEP`), minimises again, and moves to the new minimum when it is lower. A move of
-that size keeps part of the direction already found (the new start has overlap ≈ 1/√5 with
-it) and still leaves its basin; a random restart keeps none.
+§ 4, maps how often they reach the lowest objective. Two additions find it without the teacher:
 
-A start can also come from the data themselves (:func:`bayes_spectral_start`): the leading
-eigenvector of Σ_μ X_μᵀ K_μ X_μ / D, each sequence weighted by K_μ = I − q0 E[χχᵀ | y_μ]⁻¹, the
-posterior of its χ*_μ = X_μ w*/√D given its labels (the spectral method of multi-index models,
-with the preprocessing estimated from the data, :func:`bayes_preprocessing`). Where the
-Hessian's spectral start (:func:`~hdlora.simulation.starts.spectral_init`) sees only the
-curvature at w = 0, this one reads the labels.
+* a start from the data themselves (:func:`bayes_spectral_start`): the leading eigenvector of
+  Σ_μ X_μᵀ K_μ X_μ / D, each sequence weighted by K_μ = I − q0 E[χχᵀ | y_μ]⁻¹, the posterior of
+  its χ*_μ = X_μ w*/√D given its labels (the spectral method of multi-index models, with the
+  preprocessing estimated from the data, :func:`bayes_preprocessing`). Where the Hessian's
+  spectral start (:func:`~hdlora.simulation.starts.spectral_init`) sees only the curvature at
+  w = 0, this one reads the labels;
+* :func:`basin_hop`, from the best minimum of the starts: it displaces it by a move of the size
+  of the minimiser itself (:data:`HOP_STEP`), minimises again, and moves to the new minimum when
+  it is lower. A move of that size keeps part of the direction already found (the new start has
+  overlap ≈ 1/√5 with it) and still leaves its basin; a random restart keeps none. The search
+  stops when :data:`SETTLED_MOVES` moves in a row found nothing lower (it has settled), or after
+  ``basin_hops`` moves. It makes no move where the starts already agree (at least
+  :data:`AGREEING_STARTS` of them in one minimum, :func:`starts_agree`): there the moves would
+  cost three times the starts and, measured, find nothing.
 
-:func:`simulate_finetune_search` is :func:`~hdlora.simulation.finetune_only.simulate_finetune`
-(with the Bayes start if asked) followed by at most ``basin_hops`` moves, stopping once
-:data:`SETTLED_MOVES` moves in a row found nothing lower: an opt-in search, measured on the map
-of notebook 06 (and its cost in bench/bench_simulate.py, section 4) before it can become the
-default of the simulators, whose committed tables it would change (it costs 3–5 times the
-starts alone there).
+:func:`finetune_stage` runs both by default (``bayes_start=True``, ``basin_hops`` =
+:data:`DEFAULT_BASIN_HOPS`); ``bayes_start=False, basin_hops=0`` is the former default, the
+starts alone. Notebook 06, § 4, measures both on its map, and bench/bench_simulate.py what the
+search costs.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from hdlora.diagnostics import ConvergenceWarning, warn
-from hdlora.model.data import TeacherPrior
-from hdlora.observables import Observables
-from hdlora.params import Params
-from hdlora.simulation.finetune_only import FinetuneExperiment
 from hdlora.simulation.lbfgs import FitResult, minimize, warn_not_converged
 from hdlora.simulation.measure import finetune_overlap
-from hdlora.simulation.starts import DEFAULT_N_INIT, SAME_MINIMUM_RTOL, STAGE_ID, seeded_normal
+from hdlora.simulation.starts import (
+    SAME_MINIMUM_RTOL,
+    STAGE_ID,
+    check_n_init,
+    fit_finetune,
+    seeded_normal,
+    starts_summary,
+)
 from hdlora.theory.symmetric import multiplicity, positions
 
 #: a move displaces the best minimum x by HOP_STEP·max(‖x‖, 0.1√D) in a uniformly random
@@ -49,11 +53,11 @@ from hdlora.theory.symmetric import multiplicity, positions
 #: basin (reaches the lowest objective in 0.88/0.50/0.50/0.38 of the seeds at D = 50/100/200/
 #: 400), step 2 most often (1.00/1.00/0.75/0.75), step 3 less at D = 400 (0.62)
 HOP_STEP = 2.0
-#: the most moves after the starts in :func:`simulate_finetune_search` (same map, without the
-#: Bayes start, the moves always made: 10 moves reach the lowest objective in 1.00/1.00/0.62/0.75
-#: of the seeds, 20 in 1.00/1.00/0.75/0.75, 30 in 1.00/1.00/0.88/0.75; each move costs about one
-#: random start). A search stops earlier once settled (:data:`SETTLED_MOVES`), so the cap only
-#: bounds one still descending, which then warns
+#: the most moves after the starts in :func:`finetune_stage` (same map, without the Bayes start,
+#: the moves always made: 10 moves reach the lowest objective in 1.00/1.00/0.62/0.75 of the
+#: seeds, 20 in 1.00/1.00/0.75/0.75, 30 in 1.00/1.00/0.88/0.75; each move costs about one random
+#: start). A search stops earlier once settled (:data:`SETTLED_MOVES`), so the cap only bounds
+#: one still descending, which then warns
 DEFAULT_BASIN_HOPS = 30
 #: a search has settled, and stops, when SETTLED_MOVES moves in a row did not lower the
 #: objective; one still descending after its last move warns (more moves may find a lower one).
@@ -61,6 +65,13 @@ DEFAULT_BASIN_HOPS = 30
 #: reached the lowest objective in 6 of 8 runs (moves were still accepted at moves 9 and 14),
 #: after 10 in 8 of 8
 SETTLED_MOVES = 10
+#: the search makes no move when at least AGREEING_STARTS starts ended in one minimum (the
+#: default's 5: spectral, 3 random, Bayes): starts from such different places that agree are
+#: the sign of a landscape with one basin that counts. Measured: on the map of notebook 06
+#: (λ' = 0.5, 8 seeds × 4 D) the starts agreed in 2 of 32 runs, both at the lowest minimum; at
+#: λ' = 0.1 in none; in Fig. 4's simulations (T = 3) the 5 starts, the teacher's included,
+#: agreed in 56 of 64 runs, where 10 fruitless moves would triple the cost
+AGREEING_STARTS = 3
 #: the random stream of the moves: key (seed, stage, HOP_STREAM, move), apart from the starts'
 #: (seed, stage, k) and the spectral start's (seed, stage, 10⁶)
 HOP_STREAM = 2 * 10**6
@@ -223,7 +234,10 @@ def bayes_spectral_start(
     def times(v):
         v = torch.as_tensor(np.asarray(v, dtype=np.float64).ravel()).to(X)
         chi = X @ v  # (n, T)
-        return (torch.einsum("nad,nab,nb->d", X, K, chi) / D).cpu().numpy()
+        K_chi = torch.einsum(
+            "nab,nb->na", K, chi
+        )  # (n, T): two passes over X, no (n, T, D) temporary
+        return (X.reshape(-1, D).T @ K_chi.reshape(-1) / D).cpu().numpy()
 
     op = sla.LinearOperator((D, D), matvec=times, dtype=np.float64)
     v0 = seeded_normal([*key, 1], (D,), "cpu", torch.float64).numpy()
@@ -235,88 +249,113 @@ def bayes_spectral_start(
     return u / u.norm() * D**0.5
 
 
-def hops_info(fit: FitResult, hops: list[dict]) -> dict:
+def starts_agree(fit: FitResult) -> bool:
+    """At least :data:`AGREEING_STARTS` starts of ``fit`` ended with a finite objective, all in
+    one minimum (objectives equal to :data:`~hdlora.simulation.starts.SAME_MINIMUM_RTOL`)."""
+    finite = [s for s in fit.starts if math.isfinite(s["objective"])]
+    return len(finite) >= AGREEING_STARTS and starts_summary(fit)["n_minima"] == 1
+
+
+def search_info(fit: FitResult, hops: list[dict], bayes_start: bool, skipped: bool) -> dict:
     """The record's ``info`` entries of a search ending at ``fit`` (which carries its starts):
-    ``ft_n_hops``, ``ft_hops_accepted``, ``ft_hops_objective_drop`` (the best start's objective
-    minus the kept one, ≥ 0), ``ft_hops_last_accepted`` (the number of the last accepted move,
-    0 if none) and ``ft_search_settled``: none of the last :data:`SETTLED_MOVES` moves was
-    accepted (True when there were no moves)."""
+    ``ft_search_skipped`` (the starts agreed, :func:`starts_agree`: no moves were made),
+    ``ft_n_hops`` (moves made), ``ft_hops_accepted``, ``ft_hops_objective_drop`` (the best
+    start's objective minus the kept one, ≥ 0), ``ft_hops_last_accepted`` (the number of the
+    last accepted move, 0 if none), ``ft_search_settled`` (none of the last
+    :data:`SETTLED_MOVES` moves was accepted; True when there were no moves) and
+    ``ft_bayes_start`` (a start from the data was run). Without starts (the frozen model,
+    λ' = ∞) nothing was searched: no moves, a drop of 0."""
     last = max((h + 1 for h, move in enumerate(hops) if move["accepted"]), default=0)
+    best = fit.starts[fit.best_start]["objective"] if fit.starts else fit.objective
     return {
+        "ft_search_skipped": skipped,
         "ft_n_hops": len(hops),
         "ft_hops_accepted": sum(h["accepted"] for h in hops),
-        "ft_hops_objective_drop": fit.starts[fit.best_start]["objective"] - fit.objective,
+        "ft_hops_objective_drop": best - fit.objective if fit.starts else 0.0,
         "ft_hops_last_accepted": last,
         "ft_search_settled": last <= len(hops) - min(SETTLED_MOVES, len(hops)),
+        "ft_bayes_start": bayes_start,
     }
 
 
-def simulate_finetune_search(
-    params: Params,
-    effective,
-    D: int,
-    seed: int = 0,
+def _frozen_model(w_star: torch.Tensor) -> FitResult:
+    """ŵ = 0, the frozen model (λ' = ∞): no fit, no search (its record has the search's
+    columns all the same, :func:`search_info`)."""
+    fit = FitResult(
+        x=torch.zeros_like(w_star),
+        objective=math.nan,
+        grad_max=0.0,
+        n_iter=0,
+        n_evals=0,
+        converged=True,
+        message="lam_ft = inf: w = 0",
+        wall_time=0.0,
+    )
+    fit.search = search_info(fit, [], bayes_start=False, skipped=False)
+    return fit
+
+
+def finetune_stage(
+    objective_at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]],
+    lam_ft: float,
+    w_star: torch.Tensor,
+    seed: int,
     *,
+    desc: str,
+    training_data: Callable[[], tuple],
     basin_hops: int = DEFAULT_BASIN_HOPS,
     bayes_start: bool = True,
-    rho: float | None = None,
-    n_test: int | None = None,
-    teacher: TeacherPrior = "sphere",
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float64,
-    gtol: float = 1e-6,
-    max_iter: int = 20000,
-    progress: bool | None = None,
-    **starts,
-) -> Observables:
-    r""":func:`~hdlora.simulation.finetune_only.simulate_finetune` (the same experiment, starts
-    and record) followed by at most ``basin_hops`` moves of :func:`basin_hop` from the lowest
-    start (fewer once settled).
+    **options,
+) -> FitResult:
+    r"""The fine-tuning stage of both simulators at λ' = ``lam_ft``: ŵ = 0 (the frozen model)
+    at λ' = ∞; else the starts of :func:`~hdlora.simulation.starts.fit_finetune` of the
+    objective ``objective_at(lam_ft)`` (a function of w (D,)), plus the
+    :func:`bayes_spectral_start` of ``training_data()`` = (X, target, z, activation) when
+    ``bayes_start``, then at most ``basin_hops`` moves of :func:`basin_hop` from the lowest.
 
-    ``rho``, ``n_test``, ``teacher``, ``device``, ``dtype``: the experiment, as there;
-    ``starts``: ``n_init``, ``spectral_start``, ``teacher_start``, ``w0`` of
-    :meth:`FinetuneExperiment.finetune`. ``bayes_start`` (default): one more start, the
-    :func:`bayes_spectral_start`, in the place of the warm start ``w0`` (``ft_start0``, kind
-    "warm"); on the map of notebook 06 it reaches the lowest minimum more often at λ' = 0.1 and
-    as often at λ' = 0.5, for 10–25 % more time. The record's ``info`` adds :func:`hops_info`
-    and ``ft_bayes_start`` (False when it was not asked for or ARPACK failed); a search that has
-    not settled (``ft_search_settled``) raises a :class:`~hdlora.diagnostics.ConvergenceWarning`.
-    ``wall_time`` includes the moves. ŵ is signed so that m ≥ 0."""
+    ``options``: the keyword options of :func:`~hdlora.simulation.starts.fit_finetune` (``w0``,
+    ``n_init``, ``teacher_start``, ``spectral_start``, ``gtol``, ``max_iter``, ``progress``).
+    The fit's ``search`` holds :func:`search_info`; a search still descending at its last
+    moves raises a :class:`~hdlora.diagnostics.ConvergenceWarning`. ŵ is signed so that m ≥ 0."""
+    check_n_init(options.get("n_init"))
     basin_hops = check_basin_hops(basin_hops)
-    unknown = set(starts) - {"n_init", "spectral_start", "teacher_start", "w0"}
-    if unknown:
-        raise TypeError(f"simulate_finetune_search got unexpected arguments {sorted(unknown)}")
-    if bayes_start and starts.get("w0") is not None:
-        raise ValueError("bayes_start=True puts the Bayes spectral start in place of w0")
-    t0 = time.perf_counter()
-    experiment = dict(rho=rho, n_test=n_test, teacher=teacher, device=device, dtype=dtype)
-    exp = FinetuneExperiment(params, effective, D, seed, **experiment)
-    solver = dict(gtol=gtol, max_iter=max_iter, progress=progress)
-    key = [exp.seed, STAGE_ID["finetune"], BAYES_STREAM]
-    data = (exp.train.X, exp.train.target, exp.z, params.activation)
-    w_bayes = bayes_spectral_start(*data, key) if bayes_start else None
-    if w_bayes is not None:
-        n_init = starts.get("n_init") or DEFAULT_N_INIT["finetune"]
-        starts = {**starts, "w0": w_bayes, "n_init": n_init + 1}
-    fit = exp.finetune(**starts, **solver)
+    if math.isinf(lam_ft):
+        return _frozen_model(w_star)
+    objective, key = objective_at(lam_ft), [seed, STAGE_ID["finetune"]]
+    ran_bayes = False
+
+    def data_start():
+        nonlocal ran_bayes
+        w = bayes_spectral_start(*training_data(), [*key, BAYES_STREAM])
+        ran_bayes = w is not None
+        return w
+
+    fit = fit_finetune(
+        objective,
+        w_star,
+        seed,
+        desc=desc,
+        data_start=data_start if bayes_start else None,
+        **options,
+    )
+    solver = {k: options[k] for k in ("gtol", "max_iter", "progress") if k in options}
+    skipped = starts_agree(fit)
     fit, hops = basin_hop(
-        exp.objective,
+        objective,
         fit,
-        basin_hops,
-        [exp.seed, STAGE_ID["finetune"], HOP_STREAM],
-        lambda w: finetune_overlap(w, exp.w_star),
-        desc=f"finetune-only D={exp.D}",
+        0 if skipped else basin_hops,
+        [*key, HOP_STREAM],
+        lambda w: finetune_overlap(w, w_star),
+        desc=desc,
         **solver,
     )
-    if float(fit.x @ exp.w_star) < 0:
+    if float(fit.x @ w_star) < 0:
         fit.x = -fit.x
-    obs = exp.observables(fit.x, fit, wall_time=time.perf_counter() - t0)
-    obs.info.update(hops_info(fit, hops), ft_bayes_start=w_bayes is not None)
-    if not obs.info["ft_search_settled"]:
+    fit.search = search_info(fit, hops, ran_bayes, skipped)
+    if not fit.search["ft_search_settled"]:
         warn(
             ConvergenceWarning,
-            f"finetune search D={exp.D}, seed {exp.seed}: move {obs.info['ft_hops_last_accepted']}"
-            f" of {basin_hops} still lowered the objective; more moves (basin_hops) may find a "
-            "lower minimum",
+            f"{desc}, seed {seed}: move {fit.search['ft_hops_last_accepted']} of {basin_hops} "
+            "still lowered the objective; more moves (basin_hops) may find a lower minimum",
         )
-    return obs
+    return fit

@@ -15,10 +15,8 @@ when its objective is the lowest. Every record lists each start (objective, over
 warns (:class:`~hdlora.diagnostics.StartsDisagreeWarning`) when a start's overlap differs from
 the kept one's by more than :data:`OVERLAP_DISAGREE`.
 
-:func:`finetune_stage` is the one fine-tuning stage of both simulators
-(:class:`~hdlora.simulation.experiment.Experiment` and
-:class:`~hdlora.simulation.finetune_only.FinetuneExperiment`): they differ only in the
-objective they pass.
+The fine-tuning stage of both simulators adds to these starts one from the data and a
+basin-hopping search (:func:`hdlora.simulation.search.finetune_stage`).
 """
 
 from __future__ import annotations
@@ -124,10 +122,13 @@ def assemble_starts(
     spectral: Callable[[], torch.Tensor | None] | None,
     device,
     dtype,
+    data: Callable[[], torch.Tensor | None] | None = None,
 ) -> list[tuple[str, torch.Tensor]]:
     """The (kind, x0) starts of a stage: the warm start ``x0`` if given, the spectral start if
     ``spectral`` is given (and succeeds), random ones ``random(k)``, k = 0, 1, …, up to
-    :func:`n_starts` in all, then the teacher start if ``teacher`` is given."""
+    :func:`n_starts` in all, then one more start from the data if ``data`` is given (and
+    succeeds; kind "bayes", :func:`hdlora.simulation.search.bayes_spectral_start`), then the
+    teacher start if ``teacher`` is given."""
     warm = x0 is not None
     n = n_starts(stage, n_init, warm)
     starts = [("warm", x0.to(device, dtype))] if warm else []
@@ -139,6 +140,9 @@ def assemble_starts(
     while len(starts) < n:
         starts.append(("random", random(k)))
         k += 1
+    x = data() if data is not None else None
+    if x is not None:
+        starts.append(("bayes", x))
     if teacher is not None:
         starts.append(("teacher", teacher()))
     return starts
@@ -291,6 +295,7 @@ def fit_finetune(
     n_init: int | None = None,
     teacher_start: bool = False,
     spectral_start: bool = True,
+    data_start: Callable[[], torch.Tensor | None] | None = None,
     gtol: float = 1e-6,
     max_iter: int = 20000,
     progress: bool | None = None,
@@ -298,8 +303,9 @@ def fit_finetune(
     """Minimise a fine-tuning objective (3) + λ'‖w‖² over w (D,) from several starts and keep
     the lowest: ``n_init`` starts (None: :data:`DEFAULT_N_INIT` ["finetune"]; the warm start
     ``w0`` alone when given): the warm start, the spectral start (:func:`spectral_init`, unless
-    ``spectral_start=False``), random ones of the seed's stream; plus w = w* with
-    ``teacher_start``. ŵ is signed so that m ≥ 0 (w → −w is an exact symmetry of eq. 3)."""
+    ``spectral_start=False``), random ones of the seed's stream; plus the start
+    ``data_start()`` when given and w = w* with ``teacher_start``. ŵ is signed so that m ≥ 0
+    (w → −w is an exact symmetry of eq. 3)."""
     D, device, dtype = w_star.shape[0], w_star.device, w_star.dtype
     stage = STAGE_ID["finetune"]
 
@@ -315,6 +321,7 @@ def fit_finetune(
         spectral if spectral_start else None,
         device,
         dtype,
+        data_start,
     )
     fit = best_of_starts(
         objective,
@@ -328,34 +335,6 @@ def fit_finetune(
     if float(fit.x @ w_star) < 0:
         fit.x = -fit.x
     return fit
-
-
-def finetune_stage(
-    objective_at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]],
-    lam_ft: float,
-    w_star: torch.Tensor,
-    seed: int,
-    *,
-    desc: str,
-    **options,
-) -> FitResult:
-    """The fine-tuning stage of both simulators at λ' = ``lam_ft``: ŵ = 0 (the frozen model, no
-    fit) at λ' = ∞, else :func:`fit_finetune` of the objective ``objective_at(lam_ft)`` (a
-    function of w (D,)). ``options``: the keyword options of :func:`fit_finetune` (``w0``,
-    ``n_init``, ``teacher_start``, ``spectral_start``, ``gtol``, ``max_iter``, ``progress``)."""
-    check_n_init(options.get("n_init"))
-    if math.isinf(lam_ft):
-        return FitResult(
-            x=torch.zeros_like(w_star),
-            objective=math.nan,
-            grad_max=0.0,
-            n_iter=0,
-            n_evals=0,
-            converged=True,
-            message="lam_ft = inf: w = 0",
-            wall_time=0.0,
-        )
-    return fit_finetune(objective_at(lam_ft), w_star, seed, desc=desc, **options)
 
 
 def fits_record(fits: dict[str, FitResult]) -> dict:
@@ -376,7 +355,7 @@ def fits_record(fits: dict[str, FitResult]) -> dict:
         info[f"{stage}_n_iter"] = fit.n_iter
         info[f"{stage}_n_evals"] = fit.n_evals
         info[f"{stage}_converged"] = fit.converged
-        info |= starts_info(fit, STAGE_PREFIX[stage])
+        info |= starts_info(fit, STAGE_PREFIX[stage]) | fit.search
     return dict(
         converged=converged,
         n_iter=n_iter,
